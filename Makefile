@@ -1,0 +1,44 @@
+# The two promises of the README: `make demo` runs the platform end to end on embedded defaults,
+# `make test` passes the tests. Both install what is missing first (scripts/install.sh).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export TWIN_DATA_DIR ?= $(CURDIR)/.twin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+PYTEST_ARGS ?=
+
+.PHONY: install opensearch demo test lint bench lock down clean
+
+install:
+	@bash scripts/install.sh
+
+# A real OpenSearch 2.19 node with the k-NN plugin, fetched by Maven coordinates into vendor/.
+opensearch:
+	@bash scripts/install_opensearch.sh
+
+demo: install
+	@$(BIN)/twin demo
+
+test: install opensearch lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install opensearch
+	@$(BIN)/python -m benchmarks.run_all
+
+# Re-resolve requirements.txt into the fully pinned lock (needs the package registry).
+lock:
+	rm -rf /tmp/twin-lock-venv && python3.11 -m venv /tmp/twin-lock-venv
+	DS_BUILD_OPS=0 /tmp/twin-lock-venv/bin/pip install -q "$$(grep -E '^torch==' requirements.txt)"
+	DS_BUILD_OPS=0 /tmp/twin-lock-venv/bin/pip install -q -r requirements.txt
+	/tmp/twin-lock-venv/bin/pip freeze --exclude-editable > requirements.lock
+
+down:
+	@$(BIN)/twin stack down
+
+clean: down
+	rm -rf .twin

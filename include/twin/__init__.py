@@ -1,0 +1,1 @@
+"""LLM twin platform library."""

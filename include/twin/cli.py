@@ -1,0 +1,40 @@
+"""The `twin` command. Each area owns its sub-commands in its own module; this file only mounts them."""
+
+from __future__ import annotations
+
+import typer
+
+from twin.crawl.cli import register as register_crawl
+from twin.etl.cli import register as register_etl
+from twin.features.cli import register as register_features
+from twin.settings import SettingsError
+from twin.stack.cli import register as register_stack
+
+app = typer.Typer(help="LLM twin platform: crawl, clean, index and serve one person's writing.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+@app.callback()
+def root() -> None:
+    """LLM twin platform. Settings come from the environment and `.env` (see README)."""
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the resolved settings (secrets masked) and the variable each one comes from."""
+    from twin.settings import documented_variables, get_settings
+
+    settings = get_settings()
+    for variable, field in sorted(documented_variables().items()):
+        typer.echo(f"{variable}={getattr(settings, field)}")
+
+
+for register in (register_stack, register_crawl, register_etl, register_features):
+    register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:
+        typer.echo(f"twin: {exc}", err=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,91 @@
+"""The SearchIndex port: one interface, two adapters (OpenSearch, embedded LanceDB).
+
+Both adapters are held to one contract suite in tests/search/test_contract.py.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from twin.models import EmbeddedChunk, SearchFilters, SearchHit
+
+
+@dataclass
+class BulkResult:
+    indexed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (chunk id, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class HybridWeights:
+    """Weights of each retriever in the fused score; fusion is reciprocal rank unless "score"."""
+
+    bm25: float = 1.0
+    vector: float = 1.0
+    method: str = "rrf"  # "rrf" (reciprocal rank) or "score" (min-max normalised scores)
+    rrf_k: int = 60
+
+
+class SearchIndex(ABC):
+    """A chunk index with BM25 text search, k-NN vector search and metadata filters.
+
+    Writes go through a logical name (an alias); `begin_rebuild` / `commit_rebuild` build a fresh
+    physical index beside the live one and swap the alias, so readers never see a half-built index.
+    """
+
+    name: str
+
+    @abstractmethod
+    def ensure(self, dimension: int) -> None:
+        """Create the index (and alias) if missing; idempotent."""
+
+    @abstractmethod
+    def upsert(self, chunks: Sequence[EmbeddedChunk]) -> BulkResult:
+        """Insert or replace chunks by id; reports per-item failures instead of raising."""
+
+    @abstractmethod
+    def delete_documents(self, document_ids: Sequence[str]) -> int:
+        """Delete every chunk of these documents; returns how many were deleted."""
+
+    @abstractmethod
+    def chunk_ids(self, document_id: str) -> set[str]:
+        """Ids of the chunks currently indexed for one document."""
+
+    @abstractmethod
+    def count(self, filters: SearchFilters | None = None) -> int: ...
+
+    @abstractmethod
+    def search_bm25(self, query: str, k: int, filters: SearchFilters | None = None) -> list[SearchHit]: ...
+
+    @abstractmethod
+    def search_vector(
+        self, vector: Sequence[float], k: int, filters: SearchFilters | None = None, exact: bool = False
+    ) -> list[SearchHit]: ...
+
+    @abstractmethod
+    def search_hybrid(
+        self,
+        query: str,
+        vector: Sequence[float],
+        k: int,
+        filters: SearchFilters | None = None,
+        weights: HybridWeights | None = None,
+    ) -> list[SearchHit]: ...
+
+    @abstractmethod
+    def begin_rebuild(self, dimension: int) -> SearchIndex:
+        """A writable index that is not yet live; fill it, then `commit_rebuild` it."""
+
+    @abstractmethod
+    def commit_rebuild(self, staged: SearchIndex) -> None:
+        """Point the live name at the staged index and drop the old one."""
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the index and everything behind its name."""

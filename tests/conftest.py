@@ -1,0 +1,29 @@
+"""Test-run setup: isolated state folders, Airflow on a throwaway metadata DB, real servers.
+
+Airflow reads its configuration when first imported, so its environment is set here, before any
+test module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_RUN_DIR = Path(tempfile.mkdtemp(prefix="twin-tests-"))
+
+os.environ.setdefault("AIRFLOW_HOME", str(_RUN_DIR / "airflow"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_RUN_DIR}/airflow/airflow.db")
+os.environ["TWIN_DATA_DIR"] = str(_RUN_DIR / "data")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+pytest_plugins = [
+    "tests.fixtures.servers",
+    "tests.fixtures.airflow",
+]
