@@ -2,7 +2,6 @@
 
 import pytest
 from pymongo.errors import DuplicateKeyError
-
 from twin.models import (
     DocumentKind,
     RawDocument,

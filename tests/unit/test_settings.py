@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from twin.settings import Settings, SettingsError, documented_variables, load_settings
 
 
