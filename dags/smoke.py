@@ -1,0 +1,39 @@
+"""Smoke DAG: write a document, index it, log an MLflow run. Run on demand (`make demo` runs it)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import dag, task
+
+from twin.orchestration import DEFAULT_OWNER
+
+default_args = {"owner": DEFAULT_OWNER, "retries": 1, "retry_delay": timedelta(seconds=10)}
+
+
+@dag(dag_id="smoke", schedule=None, catchup=False, default_args=default_args, tags=["twin", "smoke"],
+     doc_md=__doc__)
+def smoke():
+    @task
+    def write_document(dag_run=None) -> dict:
+        from twin.smoke import write_smoke_document
+
+        return write_smoke_document(dag_run.run_id)
+
+    @task
+    def index_document(written: dict) -> dict:
+        from twin.smoke import index_smoke_document
+
+        return index_smoke_document(written["document_id"])
+
+    @task
+    def log_run(written: dict, indexed: dict) -> dict:
+        from twin.smoke import log_smoke_run
+
+        return log_smoke_run(written["document_id"], indexed)
+
+    written = write_document()
+    log_run(written, index_document(written))
+
+
+smoke()
