@@ -8,14 +8,20 @@ can be read.
 from __future__ import annotations
 
 import shutil
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 
+class ArtifactNotFoundError(FileNotFoundError):
+    """No artifact under the key; raised the same way by every store."""
+
+
 def _clean_key(key: str) -> str:
     parts = PurePosixPath(key.strip("/")).parts
-    if not parts or any(p in ("..", ".") for p in parts):
+    # ".." would escape the store's root; blank parts make keys that no person can tell apart.
+    if not parts or any(p in ("..", ".") or not p.strip() for p in parts):
         raise ValueError(f"invalid artifact key {key!r}")
     return "/".join(parts)
 
@@ -41,6 +47,9 @@ class ArtifactStore(ABC):
     def publish_dir(self, local_dir: Path, prefix: str) -> str:
         """Copy every file of a folder under prefix; returns the location of the prefix."""
         prefix = _clean_key(prefix)
+        if not Path(local_dir).is_dir():
+            # An empty publish would look like success and hide a missing report.
+            raise NotADirectoryError(f"cannot publish {local_dir}: not an existing folder")
         for file in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
             rel = file.relative_to(local_dir).as_posix()
             self.put_bytes(f"{prefix}/{rel}", file.read_bytes(), _content_type(file))
@@ -63,13 +72,21 @@ class LocalArtifactStore(ArtifactStore):
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)  # atomic: readers never see half a file
+        # A name of its own per write, so that two writers of one key never share a temporary file.
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)  # atomic: readers never see half a file
+        finally:
+            tmp.unlink(missing_ok=True)
         return str(path)
 
     def get_bytes(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ArtifactNotFoundError(f"no artifact {key!r} in {self.root}") from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -108,7 +125,14 @@ class S3ArtifactStore(ArtifactStore):
         return self.location(key)
 
     def get_bytes(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise ArtifactNotFoundError(f"no artifact {key!r} in {self.location(key)}") from None
+            raise
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -122,7 +146,9 @@ class S3ArtifactStore(ArtifactStore):
             raise
 
     def list(self, prefix: str = "") -> list[str]:
+        # A prefix names a folder: "quality" must not match "quality2/...", as in the local store.
         full = self._key(prefix) if prefix else self.prefix
+        full = f"{full}/" if full else ""
         keys: list[str] = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
@@ -141,9 +167,17 @@ def get_artifact_store(settings: Any = None) -> ArtifactStore:
     if settings.artifacts_s3_bucket:
         client = None
         if settings.aws_conn_id:  # credentials from an Airflow connection, when running in Airflow
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-            client = S3Hook(aws_conn_id=settings.aws_conn_id).get_conn()
+            client = _client_from_airflow_connection(settings.aws_conn_id, settings.s3_endpoint_url)
         return S3ArtifactStore(settings.artifacts_s3_bucket, settings.artifacts_s3_prefix,
                                endpoint_url=settings.s3_endpoint_url, client=client)
     return LocalArtifactStore(settings.artifacts_dir)
+
+
+def _client_from_airflow_connection(conn_id: str, endpoint_url: str | None) -> Any:
+    """An S3 client with the connection's credentials; TWIN_S3_ENDPOINT_URL wins over its endpoint."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=conn_id)
+    if endpoint_url is None:
+        return hook.get_conn()
+    return hook.get_session().client("s3", endpoint_url=endpoint_url, config=hook.config)

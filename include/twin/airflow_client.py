@@ -1,0 +1,100 @@
+"""A small client of Airflow 3's REST API (v2): unpause, trigger and wait for DAG runs.
+
+Used by the demo and by anyone who drives the platform's DAGs from outside the UI.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+FINISHED = {"success", "failed"}
+
+
+class AirflowError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DagRun:
+    dag_id: str
+    run_id: str
+    state: str
+    run_after: datetime | None
+    run_type: str
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> DagRun:
+        after = data.get("run_after") or data.get("queued_at")
+        return cls(data["dag_id"], data["dag_run_id"], data["state"],
+                   datetime.fromisoformat(after) if after else None, data.get("run_type", ""))
+
+
+class AirflowClient:
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        response = self._http.post("/auth/token", json={"username": username, "password": password})
+        if response.status_code not in (200, 201):
+            raise AirflowError(f"Airflow login as {username!r} failed: HTTP {response.status_code} {response.text}")
+        self._http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._http.request(method, f"/api/v2{path}", **kwargs)
+        if response.status_code >= 400:
+            raise AirflowError(f"{method} {path}: HTTP {response.status_code} {response.text[:500]}")
+        return response.json()
+
+    def wait_for_dag(self, dag_id: str, timeout: float) -> None:
+        """Wait until the DAG processor has parsed the DAG into the metadata DB."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._http.get(f"/api/v2/dags/{dag_id}").status_code == 200:
+                return
+            time.sleep(1)
+        errors = self._call("GET", "/importErrors").get("import_errors", [])
+        raise AirflowError(f"DAG {dag_id!r} was not parsed within {timeout:.0f}s; import errors: {errors}")
+
+    def unpause(self, dag_id: str) -> None:
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> DagRun:
+        data = self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return DagRun.from_api(data)
+
+    def get_run(self, dag_id: str, run_id: str) -> DagRun:
+        return DagRun.from_api(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def latest_runs(self, dag_id: str, limit: int = 5) -> list[DagRun]:
+        data = self._call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": limit})
+        return [DagRun.from_api(r) for r in data.get("dag_runs", [])]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float, poll_s: float = 2.0) -> DagRun:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.get_run(dag_id, run_id)
+            if run.state in FINISHED:
+                return run
+            time.sleep(poll_s)
+        raise AirflowError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s")
+
+    def wait_for_triggered_run(self, dag_id: str, after: datetime, timeout: float, poll_s: float = 2.0) -> DagRun:
+        """Wait for a run of an Asset-scheduled DAG that was queued after `after`, and for it to finish."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = [r for r in self.latest_runs(dag_id) if r.run_after and r.run_after >= after]
+            if runs:
+                return self.wait_for_run(dag_id, runs[0].run_id, max(1.0, deadline - time.monotonic()), poll_s)
+            time.sleep(poll_s)
+        raise AirflowError(f"no {dag_id} run was triggered within {timeout:.0f}s after {after.isoformat()}")
+
+    def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
+        data = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 500})
+        return [t["task_id"] for t in data.get("task_instances", []) if t.get("state") == "failed"]
