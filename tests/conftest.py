@@ -26,4 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.airflow",
+    "tests.fixtures.opensearch",
+    "tests.fixtures.hostile_site",
+    "tests.fixtures.features",
+    "tests.fixtures.sample_corpus",
 ]
