@@ -28,6 +28,18 @@ def show_config() -> None:
         typer.echo(f"{variable}={getattr(settings, field)}")
 
 
+@app.command("demo")
+def demo() -> None:
+    """Run the whole platform end to end on the bundled sample corpus (starts the local stack)."""
+    from twin.demo.runner import DemoError, run_demo
+
+    try:
+        run_demo()
+    except DemoError as exc:
+        typer.echo(f"twin demo: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 for register in (register_stack, register_crawl, register_etl, register_features):
     register(app)
 

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     embedding_device: str | None = Field(None, validation_alias=_env("TWIN_EMBEDDING_DEVICE"))
     reranker_model: str | None = Field(None, validation_alias=_env("TWIN_RERANKER_MODEL"))
 
+    # --- retrieval ---------------------------------------------------------------------------
+    hybrid_fusion: Literal["rrf", "score"] = Field("rrf", validation_alias=_env("TWIN_HYBRID_FUSION"))
+    hybrid_bm25_weight: float = Field(1.0, ge=0, validation_alias=_env("TWIN_HYBRID_BM25_WEIGHT"))
+    hybrid_vector_weight: float = Field(1.0, ge=0, validation_alias=_env("TWIN_HYBRID_VECTOR_WEIGHT"))
+    context_max_tokens: int = Field(1024, ge=32, validation_alias=_env("TWIN_CONTEXT_MAX_TOKENS"))
+
     # --- experiment tracking -----------------------------------------------------------------
     mlflow_tracking_uri: str | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_URI"))
     mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias=_env("TWIN_MLFLOW_PORT"))
@@ -73,7 +79,12 @@ class Settings(BaseSettings):
     ray_port: int = Field(6380, ge=1, le=65535, validation_alias=_env("TWIN_RAY_PORT"))
     ray_dashboard_port: int = Field(8265, ge=1, le=65535, validation_alias=_env("TWIN_RAY_DASHBOARD_PORT"))
     serve_port: int = Field(8000, ge=1, le=65535, validation_alias=_env("TWIN_SERVE_PORT"))
+    demo_site_port: int = Field(8899, ge=1, le=65535, validation_alias=_env("TWIN_DEMO_SITE_PORT"))
     stack_start_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("TWIN_STACK_START_TIMEOUT_S"))
+    stack_stop_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("TWIN_STACK_STOP_TIMEOUT_S"))
+    ray_client_port: int = Field(10001, ge=1, le=65535, validation_alias=_env("TWIN_RAY_CLIENT_PORT"))
+    ray_agent_port: int = Field(52365, ge=1, le=65535, validation_alias=_env("TWIN_RAY_AGENT_PORT"))
+    ray_num_cpus: int = Field(2, ge=1, validation_alias=_env("TWIN_RAY_NUM_CPUS"))
 
     # --- crawling ----------------------------------------------------------------------------
     sources_file: Path = Field(Path("sources.yaml"), validation_alias=_env("TWIN_SOURCES_FILE"))
@@ -91,6 +102,9 @@ class Settings(BaseSettings):
     scrub_pii: bool = Field(False, validation_alias=_env("TWIN_SCRUB_PII"))
     near_duplicate_threshold: float = Field(0.9, gt=0, le=1,
                                             validation_alias=_env("TWIN_NEAR_DUPLICATE_THRESHOLD"))
+    # GX suites and checkpoint definitions; unset means the `expectations/` folder of the project.
+    expectations_dir: Path | None = Field(None, validation_alias=_env("TWIN_EXPECTATIONS_DIR"))
+    etl_batch_size: int = Field(1000, ge=1, validation_alias=_env("TWIN_ETL_BATCH_SIZE"))
 
     # --- chunking ----------------------------------------------------------------------------
     chunk_tokens: int = Field(256, ge=16, validation_alias=_env("TWIN_CHUNK_TOKENS"))
@@ -118,6 +132,12 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def resolved_expectations_dir(self) -> Path:
+        if self.expectations_dir is not None:
+            return self.expectations_dir.expanduser().resolve()
+        return Path(__file__).resolve().parents[2] / "expectations"  # include/twin/settings.py -> root
 
     @property
     def stack_dir(self) -> Path:
