@@ -1,0 +1,342 @@
+"""The ETL run: raw documents changed since the last successful run -> validated, cleaned,
+de-duplicated documents in `cleaned_documents`; everything that fails a gate goes to `quarantine`.
+
+Policies (see README):
+- Incremental: raw documents are read in `updated_at` order, in batches of TWIN_ETL_BATCH_SIZE; a
+  watermark (`updated_at` and id of the last document) is stored after each batch that succeeded,
+  so a failed run resumes where it stopped. Quarantined documents come back when their raw content
+  changes (a new `updated_at`), not on every run.
+- Idempotent: a record is written only when it differs from what is stored; a rerun writes nothing.
+- Duplicates: an exact or near duplicate of another document (any source, same kind) is stored in
+  `cleaned_documents` with `duplicate_of` naming the canonical document and is left out of the
+  search index by the features pipeline. The canonical one is the one cleaned first, or within one
+  batch the one published (then seen) first.
+- The quality gate: when the share of quarantined documents in a batch is above
+  TWIN_QUARANTINE_MAX_SHARE the run fails; the quarantine records are written (so the cause can be
+  read) but no cleaned document of that batch changes and the watermark stays before it, so the
+  batch is retried whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from bson import Binary
+from pydantic import BaseModel, Field, ValidationError
+from pymongo import ReplaceOne
+
+from twin.etl.cleaning import clean_document
+from twin.etl.dedup import DuplicateIndex, minhash, signature_bytes, signature_from_bytes
+from twin.etl.validation import ValidationOutcome, validate_records
+from twin.models import CleanedDocument, QuarantinedDocument, RawDocument, content_hash, utcnow
+from twin.settings import Settings, get_settings
+from twin.storage.documents import Collections, DocumentStore, to_mongo
+
+log = logging.getLogger(__name__)
+
+PIPELINE = "etl"
+RAW_CHECKPOINT = "raw_documents"
+CLEANED_CHECKPOINT = "cleaned_documents"
+# MinHash signatures of canonical cleaned documents, so later runs find near duplicates of them
+# without re-reading every cleaned text. Owned by the ETL.
+SIGNATURES = "etl_signatures"
+
+
+class QualityGateError(RuntimeError):
+    """Too many documents of a batch failed validation; the message says which and why."""
+
+
+class EtlReport(BaseModel):
+    run_id: str
+    processed: int = 0  # raw documents looked at in this run
+    cleaned: int = 0  # cleaned documents written (new or changed), duplicates included
+    unchanged: int = 0  # cleaned the same as already stored
+    exact_duplicates: int = 0  # in this batch, stored with duplicate_of
+    near_duplicates: int = 0
+    quarantined: int = 0  # documents of this batch that failed a gate
+    quarantined_by_stage: dict[str, int] = Field(default_factory=dict)
+    quarantine_written: int = 0
+    removed_from_cleaned: int = 0  # old cleaned versions of documents that now fail
+    released_from_quarantine: int = 0  # quarantined before, good now
+    failed_share: float = 0.0
+    expectation_failures: dict[str, int] = Field(default_factory=dict)
+    validated: bool = False  # a checkpoint ran (so the Data Docs have a new result)
+    watermark: datetime | None = None
+    changed: bool = False  # cleaned_documents changed: downstream pipelines have work
+
+
+@dataclass
+class BatchPlan:
+    report: EtlReport
+    cleaned: list[CleanedDocument] = field(default_factory=list)
+    quarantined: list[QuarantinedDocument] = field(default_factory=list)
+    signatures: dict[str, bytes] = field(default_factory=dict)  # canonical documents of the batch
+    batch_failures: list[str] = field(default_factory=list)
+
+
+def run_etl(run_id: str | None = None, *, settings: Settings | None = None,
+            store: DocumentStore | None = None) -> EtlReport:
+    """Clean and validate every raw document changed since the last successful run."""
+    settings = settings or get_settings()
+    run_id = run_id or f"etl-{utcnow():%Y%m%dT%H%M%S%f}"
+    own_store = store is None
+    store = store or DocumentStore.from_settings(settings)
+    try:
+        store.ensure_indexes()
+        # Finding the duplicates of a changed canonical document must not scan the collection.
+        store.collection(Collections.CLEANED_DOCUMENTS).create_index("duplicate_of", name="by_duplicate_of")
+        return _run(store, run_id, settings)
+    finally:
+        if own_store:
+            store.close()
+
+
+def _run(store: DocumentStore, run_id: str, settings: Settings) -> EtlReport:
+    total = EtlReport(run_id=run_id)
+    cursor = load_cursor(store)
+    total.watermark = cursor[0] if cursor else None
+    while raws := changed_raw_records(store, cursor, settings.etl_batch_size):
+        cursor = (raws[-1]["updated_at"], raws[-1]["_id"])
+        raws += orphaned_duplicates(store, [str(r["_id"]) for r in raws])
+        plan = plan_batch(raws, run_id, settings, store)
+        plan.report.quarantine_written = write_quarantine(store, plan.quarantined)
+        check_quality_gate(plan, settings)
+        apply_plan(store, plan)
+        # Committed per batch: a later batch that fails does not undo the work of this one.
+        store.set_watermark(PIPELINE, cursor[0], last_id=cursor[1], last_run_id=run_id, last_run_at=utcnow())
+        merge_reports(total, plan.report)
+        log.info("ETL %s: batch of %d done, watermark %s", run_id, plan.report.processed, cursor[0])
+        total.watermark = cursor[0]
+    log.info("ETL %s: %s", run_id, total.model_dump(exclude={"run_id"}))
+    return total
+
+
+def load_cursor(store: DocumentStore) -> tuple[datetime, Any] | None:
+    """The watermark: `updated_at` and id of the last raw document processed (the id breaks ties, as
+    one crawl bulk write gives many documents the same `updated_at`)."""
+    state = store.collection(Collections.PIPELINE_STATE).find_one({"_id": PIPELINE}) or {}
+    if not isinstance(state.get("watermark"), datetime):
+        return None
+    return state["watermark"], state.get("last_id", "")
+
+
+def changed_raw_records(store: DocumentStore, cursor: tuple[datetime, Any] | None,
+                        limit: int) -> list[dict[str, Any]]:
+    """The next raw records after the cursor, as stored (not parsed): a malformed record must reach
+    the gate, not crash the run."""
+    query: dict[str, Any] = {"updated_at": {"$type": "date"}}
+    if cursor:
+        updated_at, last_id = cursor
+        query = {"$or": [{"updated_at": {"$gt": updated_at}}, {"updated_at": updated_at, "_id": {"$gt": last_id}}]}
+    found = store.collection(Collections.RAW_DOCUMENTS).find(query).sort([("updated_at", 1), ("_id", 1)])
+    return list(found.limit(limit))
+
+
+def merge_reports(total: EtlReport, batch: EtlReport) -> None:
+    for name in ("processed", "cleaned", "unchanged", "exact_duplicates", "near_duplicates", "quarantined",
+                 "quarantine_written", "removed_from_cleaned", "released_from_quarantine"):
+        setattr(total, name, getattr(total, name) + getattr(batch, name))
+    for name in ("quarantined_by_stage", "expectation_failures"):
+        setattr(total, name, dict(Counter(getattr(total, name)) + Counter(getattr(batch, name))))
+    total.failed_share = round(total.quarantined / total.processed, 4) if total.processed else 0.0
+    total.validated |= batch.validated
+    total.changed |= batch.changed
+
+
+def orphaned_duplicates(store: DocumentStore, batch_ids: list[str]) -> list[dict[str, Any]]:
+    """Raw records of stored duplicates whose canonical document is in this batch: the canonical one
+    may change or fail, so they are judged again with it."""
+    if not batch_ids:
+        return []
+    ids = [d["_id"] for d in store.collection(Collections.CLEANED_DOCUMENTS).find(
+        {"duplicate_of": {"$in": batch_ids}, "_id": {"$nin": batch_ids}}, {"_id": 1})]
+    return list(store.collection(Collections.RAW_DOCUMENTS).find({"_id": {"$in": ids}})) if ids else []
+
+
+# --- planning: validate, clean, validate, de-duplicate (reads only) ---------------------------------
+def plan_batch(raws: list[dict[str, Any]], run_id: str, settings: Settings, store: DocumentStore) -> BatchPlan:
+    plan = BatchPlan(report=EtlReport(run_id=run_id, processed=len(raws)))
+    raw_outcome = validate_records(RAW_CHECKPOINT, raw_frame(raws), settings=settings)
+    candidates = _clean_valid(raws, raw_outcome, run_id, settings, plan)
+    cleaned_outcome = validate_records(CLEANED_CHECKPOINT, cleaned_frame(candidates), settings=settings)
+    plan.report.validated = True
+    plan.batch_failures = raw_outcome.batch_failures + cleaned_outcome.batch_failures
+    good = []
+    for doc in candidates:
+        if doc.id in cleaned_outcome.row_failures:
+            plan.quarantined.append(_quarantine(doc.id, doc.raw_content_hash, "cleaned",
+                                                cleaned_outcome.row_failures[doc.id], doc.model_dump(), run_id))
+        else:
+            good.append(doc)
+    _mark_duplicates(good, {str(r["_id"]): r for r in raws}, store, settings, plan)
+    _count(plan)
+    return plan
+
+
+def raw_frame(raws: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for r in raws:
+        content = r.get("content")
+        rows.append({
+            "id": str(r.get("_id")), "kind": r.get("kind"), "url": r.get("url"),
+            "author_id": r.get("author_id"), "author_name": r.get("author_name"),
+            "content_hash": r.get("content_hash"),
+            "content_chars": len(content.strip()) if isinstance(content, str) else None,
+        })
+    return pd.DataFrame(rows, columns=["id", "kind", "url", "author_id", "author_name", "content_hash",
+                                       "content_chars"])
+
+
+def cleaned_frame(docs: Iterable[CleanedDocument]) -> pd.DataFrame:
+    rows = [{"id": d.id, "kind": str(d.kind), "content": d.content, "content_chars": len(d.content)} for d in docs]
+    return pd.DataFrame(rows, columns=["id", "kind", "content", "content_chars"])
+
+
+def _clean_valid(raws: list[dict[str, Any]], outcome: ValidationOutcome, run_id: str, settings: Settings,
+                 plan: BatchPlan) -> list[CleanedDocument]:
+    cleaned = []
+    for record in raws:
+        raw_id = str(record.get("_id"))
+        raw_hash = str(record.get("content_hash") or content_hash(str(record.get("content") or "")))
+        failures = outcome.row_failures.get(raw_id)
+        if failures is None:
+            try:
+                raw = RawDocument.model_validate({**record, "id": raw_id})
+                cleaned.append(clean_document(raw, run_id, scrub=settings.scrub_pii))
+                continue
+            except ValidationError as exc:
+                failures = [f"raw_document_model({', '.join(str(e['loc'][0]) for e in exc.errors())})"]
+            except Exception as exc:  # a cleaner bug must cost one document, not the batch
+                log.exception("cleaning %s failed", raw_id)
+                failures = [f"cleaning_error({type(exc).__name__}: {exc})"]
+        plan.quarantined.append(_quarantine(raw_id, raw_hash, "raw", failures, record, run_id))
+    return cleaned
+
+
+def _quarantine(doc_id: str, raw_hash: str, stage: str, failures: list[str], record: Mapping[str, Any],
+                run_id: str) -> QuarantinedDocument:
+    body = {k: v for k, v in record.items() if k != "_id"}
+    return QuarantinedDocument(id=doc_id, raw_content_hash=raw_hash, stage=stage,
+                               failed_expectations=sorted(failures), record=body, etl_run_id=run_id)
+
+
+def _mark_duplicates(docs: list[CleanedDocument], raws: Mapping[str, Mapping[str, Any]], store: DocumentStore,
+                     settings: Settings, plan: BatchPlan) -> None:
+    index = load_canonical_index(store, settings.near_duplicate_threshold, exclude=set(raws))
+    for doc in sorted(docs, key=lambda d: _canonical_order(d, raws[d.id])):
+        signature = minhash(doc.content)
+        match = index.find(str(doc.kind), doc.content_hash, signature)
+        if match is None:
+            index.add(doc.id, str(doc.kind), doc.content_hash, signature)
+            plan.signatures[doc.id] = signature_bytes(signature)
+        else:
+            doc.duplicate_of = match.of
+            doc.metadata = {**doc.metadata, "duplicate": {"kind": str(match.kind), "similarity": match.similarity}}
+        plan.cleaned.append(doc)
+
+
+def _canonical_order(doc: CleanedDocument, raw: Mapping[str, Any]) -> tuple[Any, ...]:
+    far = datetime.max.replace(tzinfo=UTC)
+    first_seen = raw.get("first_seen") if isinstance(raw.get("first_seen"), datetime) else far
+    return (doc.published_at or far, first_seen, doc.id)
+
+
+def load_canonical_index(store: DocumentStore, threshold: float, *, exclude: set[str]) -> DuplicateIndex:
+    index = DuplicateIndex(threshold)
+    for sig in store.collection(SIGNATURES).find({"_id": {"$nin": sorted(exclude)}}).sort("_id", 1):
+        index.add(sig["_id"], sig["kind"], sig["content_hash"], signature_from_bytes(bytes(sig["minhash"])))
+    return index
+
+
+def _count(plan: BatchPlan) -> None:
+    report = plan.report
+    report.quarantined = len(plan.quarantined)
+    report.quarantined_by_stage = dict(Counter(q.stage for q in plan.quarantined))
+    report.failed_share = round(report.quarantined / report.processed, 4) if report.processed else 0.0
+    failures: Counter[str] = Counter()
+    for q in plan.quarantined:
+        failures.update(q.failed_expectations)
+    report.expectation_failures = dict(failures.most_common())
+    for doc in plan.cleaned:
+        if doc.duplicate_of:
+            kind = doc.metadata["duplicate"]["kind"]
+            report.exact_duplicates += kind == "exact"
+            report.near_duplicates += kind == "near"
+
+
+# --- the gate ------------------------------------------------------------------------------------
+def check_quality_gate(plan: BatchPlan, settings: Settings) -> None:
+    report = plan.report
+    problems = []
+    if report.failed_share > settings.quarantine_max_share:
+        top = ", ".join(f"{name}: {n}" for name, n in list(report.expectation_failures.items())[:5])
+        problems.append(
+            f"{report.quarantined} of {report.processed} documents ({report.failed_share:.1%}) failed validation, "
+            f"above TWIN_QUARANTINE_MAX_SHARE={settings.quarantine_max_share:.1%}; failed expectations: {top}"
+        )
+    problems += [f"batch-level expectation failed: {failure}" for failure in plan.batch_failures]
+    if problems:
+        raise QualityGateError(
+            f"ETL run {report.run_id} stopped by the quality gate: " + "; ".join(problems)
+            + f". The failing records are in the 'quarantine' collection (etl_run_id={report.run_id}) and in the "
+            "data-quality report (`twin quality report`); this batch changed no cleaned document and the "
+            "watermark stays before it."
+        )
+
+
+# --- writing -------------------------------------------------------------------------------------
+def write_quarantine(store: DocumentStore, records: list[QuarantinedDocument]) -> int:
+    """Store quarantine records, skipping ones already there for the same content and failures."""
+    if not records:
+        return 0
+    stored = {d["_id"]: d for d in store.collection(Collections.QUARANTINE).find(
+        {"_id": {"$in": [q.id for q in records]}}, {"raw_content_hash": 1, "stage": 1, "failed_expectations": 1})}
+    fresh = [q for q in records if _quarantine_key(stored.get(q.id)) != _quarantine_key(to_mongo(q))]
+    return store.quarantine(fresh)
+
+
+def _quarantine_key(doc: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+    return None if doc is None else (doc["raw_content_hash"], doc["stage"], list(doc["failed_expectations"]))
+
+
+def _cleaned_key(doc: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+    return None if doc is None else (doc["content_hash"], doc["raw_content_hash"], doc.get("duplicate_of"),
+                                     doc.get("title"))
+
+
+def apply_plan(store: DocumentStore, plan: BatchPlan) -> None:
+    report = plan.report
+    cleaned_ids = [d.id for d in plan.cleaned]
+    quarantined_ids = [q.id for q in plan.quarantined]
+    stored = {d["_id"]: d for d in store.collection(Collections.CLEANED_DOCUMENTS).find(
+        {"_id": {"$in": cleaned_ids}}, {"content_hash": 1, "raw_content_hash": 1, "duplicate_of": 1, "title": 1})}
+    fresh = [d for d in plan.cleaned if _cleaned_key(stored.get(d.id)) != _cleaned_key(to_mongo(d))]
+    report.cleaned = store.upsert_cleaned(fresh)
+    report.unchanged = len(plan.cleaned) - len(fresh)
+    # A document that now fails must not linger in its old cleaned form.
+    report.removed_from_cleaned = store.delete_many(Collections.CLEANED_DOCUMENTS, quarantined_ids)
+    report.released_from_quarantine = store.delete_many(Collections.QUARANTINE, cleaned_ids)
+    _write_signatures(store, plan, cleaned_ids + quarantined_ids)
+    report.changed = bool(report.cleaned or report.removed_from_cleaned)
+
+
+def _write_signatures(store: DocumentStore, plan: BatchPlan, batch_ids: list[str]) -> None:
+    signatures = store.collection(SIGNATURES)
+    stale = [i for i in batch_ids if i not in plan.signatures]
+    if stale:
+        signatures.delete_many({"_id": {"$in": stale}})
+    by_id = {d.id: d for d in plan.cleaned}
+    stored = {d["_id"]: d["content_hash"] for d in signatures.find(
+        {"_id": {"$in": list(plan.signatures)}}, {"content_hash": 1})}
+    ops = [ReplaceOne({"_id": doc_id}, {"_id": doc_id, "kind": str(by_id[doc_id].kind),
+                                        "content_hash": by_id[doc_id].content_hash, "minhash": Binary(data)},
+                      upsert=True)
+           for doc_id, data in plan.signatures.items() if stored.get(doc_id) != by_id[doc_id].content_hash]
+    if ops:
+        signatures.bulk_write(ops, ordered=False)
