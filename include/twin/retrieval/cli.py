@@ -1,0 +1,133 @@
+"""`twin search` and `twin eval retrieval`."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from twin.models import Author, DocumentKind, SearchFilters, SearchHit
+
+eval_app = typer.Typer(help="Evaluate the platform's parts.", no_args_is_help=True)
+# The sample corpus's labelled queries, in the project's tests/data (see the module docs for the format).
+SAMPLE_QUERIES = Path(__file__).resolve().parents[3] / "tests" / "data" / "retrieval_eval.jsonl"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search)
+    app.add_typer(eval_app, name="eval")
+
+
+def search(
+    query: str = typer.Argument(..., help="The question or keywords."),
+    author: list[str] = typer.Option(None, "--author", help="Author name or id (repeatable)."),
+    kind: list[DocumentKind] = typer.Option(None, "--kind", help="article, code or post (repeatable)."),
+    since: datetime | None = typer.Option(None, "--since", help="Only documents published on or after (UTC)."),
+    until: datetime | None = typer.Option(None, "--until", help="Only documents published before (UTC)."),
+    k: int = typer.Option(10, "-k", min=1, max=200, help="How many results."),
+    mode: str = typer.Option("hybrid", "--mode", help="bm25, vector or hybrid."),
+    expand: bool = typer.Option(False, "--expand", help="Also search LLM-written rephrasings (needs an LLM)."),
+    rerank: bool = typer.Option(False, "--rerank", help="Rerank with TWIN_RERANKER_MODEL."),
+    self_query: bool = typer.Option(True, "--self-query/--no-self-query",
+                                    help="Turn an author or kind named in the query into a filter."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per result, one per line."),
+) -> None:
+    """Search the index and print the ranked results with the retriever that found each."""
+    from twin.retrieval.retriever import MODES, build_retriever
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"use one of {', '.join(MODES)}", param_hint="--mode")
+    retriever = build_retriever()
+    author_ids = [_author_id(a, retriever.self_query.authors) for a in author or []]
+    filters = SearchFilters(author_ids=author_ids or None, kinds=list(kind or []) or None,
+                            published_after=_utc(since), published_before=_utc(until))
+    result = retriever.retrieve(query, k=k, filters=filters, mode=mode,  # type: ignore[arg-type]
+                                self_query=self_query, expand=expand, rerank=rerank)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    if as_json:
+        for rank, hit in enumerate(result.hits, start=1):
+            typer.echo(json.dumps(hit_record(rank, hit), default=str))
+        return
+    if not result.hits:
+        typer.echo("no results")
+    for rank, hit in enumerate(result.hits, start=1):
+        typer.echo(_hit_text(rank, hit))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _author_id(value: str, authors: list[Author]) -> str:
+    """An author given by id or name (case-insensitive); unknown ones are an error when authors are known."""
+    for a in authors:
+        if value == a.id or value.lower() == a.name.lower():
+            return a.id
+    if authors:
+        known = ", ".join(f"{a.name} ({a.id})" for a in authors)
+        raise typer.BadParameter(f"unknown author {value!r}; known: {known}", param_hint="--author")
+    return value
+
+
+def hit_record(rank: int, hit: SearchHit) -> dict[str, Any]:
+    chunk = hit.chunk
+    return {"rank": rank, "score": hit.score, "retriever": hit.retriever, "ranks": hit.ranks,
+            "url": chunk.url, "path": chunk.path, "title": chunk.title, "author_id": chunk.author_id,
+            "author_name": chunk.author_name, "kind": str(chunk.kind), "published_at": chunk.published_at,
+            "document_id": chunk.document_id, "chunk_id": chunk.id, "chunk_index": chunk.chunk_index,
+            "text": chunk.text}
+
+
+def _hit_text(rank: int, hit: SearchHit) -> str:
+    chunk = hit.chunk
+    found_by = ", ".join(f"{name}#{r}" for name, r in hit.ranks.items())
+    snippet = " ".join(chunk.text.split())
+    snippet = snippet if len(snippet) <= 160 else snippet[:157] + "..."
+    location = chunk.url + (f" :: {chunk.path}" if chunk.path else "")
+    return (f"{rank:>2}. {chunk.title or '(untitled)'} — {chunk.author_name} [{chunk.kind}]\n"
+            f"    {location}\n"
+            f"    score {hit.score:.4f} via {hit.retriever} ({found_by})\n"
+            f"    {snippet}")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    queries: Path = typer.Option(SAMPLE_QUERIES, "--queries", help="Labelled queries (JSONL, see README)."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the metrics to MLflow."),
+) -> None:
+    """Print recall@5, recall@10, MRR and nDCG@10 for BM25, vectors and hybrid; log them to MLflow."""
+    from twin.retrieval.evaluation import EvalFileError, evaluate, format_table, load_queries, log_to_mlflow
+    from twin.retrieval.retriever import build_retriever
+    from twin.settings import get_settings
+
+    try:
+        loaded, skipped = load_queries(queries)
+    except EvalFileError as exc:
+        typer.echo(f"twin: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for problem in skipped:
+        typer.echo(f"skipped {problem}", err=True)
+    settings = get_settings()
+    retriever = build_retriever(settings)
+    report = evaluate(retriever, loaded)
+    report.skipped_lines = skipped
+    typer.echo(format_table(report))
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    if not mlflow:
+        return
+    params = {"queries_file": queries.name, "queries": len(loaded), "index": settings.index_name,
+              "search_backend": settings.search_backend, "embedding_model": settings.embedding_model,
+              "fusion": settings.hybrid_fusion, "bm25_weight": settings.hybrid_bm25_weight,
+              "vector_weight": settings.hybrid_vector_weight, "chunk_tokens": settings.chunk_tokens,
+              "reranker": settings.reranker_model or "none"}
+    try:
+        run_id = log_to_mlflow(report, settings, params)
+    except Exception as exc:  # the table is printed already; say clearly what did not happen
+        typer.echo(f"twin: could not log to MLflow at {settings.resolved_mlflow_uri}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"logged to MLflow run {run_id} at {settings.resolved_mlflow_uri}")

@@ -1,0 +1,165 @@
+"""Hybrid retrieval: self-query filters, optional query expansion, BM25 / vector / fused search,
+dedupe and optional cross-encoder reranking. Each optional step that cannot run says why in `notes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from twin.features.embedding import Embedder
+from twin.models import Author, SearchFilters, SearchHit
+from twin.retrieval.expansion import expand_query
+from twin.retrieval.llm import QueryLLM
+from twin.retrieval.rerank import Reranker
+from twin.retrieval.selfquery import SelfQuery, merge_filters
+from twin.search.base import HybridWeights, SearchIndex
+from twin.search.fusion import reciprocal_rank_fusion
+
+Mode = Literal["bm25", "vector", "hybrid"]
+MODES: tuple[Mode, ...] = ("bm25", "vector", "hybrid")
+
+
+@dataclass
+class RetrievalResult:
+    query: str
+    hits: list[SearchHit]
+    filters: SearchFilters
+    phrasings: list[str]  # the question and any expansions that were searched
+    notes: list[str] = field(default_factory=list)  # steps skipped or adjusted, and why
+
+
+def dedupe_hits(hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """Drop repeated chunks and chunks whose text repeats a better-ranked one (e.g. cross-posts)."""
+    seen_ids: set[str] = set()
+    seen_texts: set[str] = set()
+    unique = []
+    for hit in hits:
+        text_key = " ".join(hit.chunk.text.lower().split())
+        if hit.chunk.id in seen_ids or text_key in seen_texts:
+            continue
+        seen_ids.add(hit.chunk.id)
+        seen_texts.add(text_key)
+        unique.append(hit)
+    return unique
+
+
+class Retriever:
+    def __init__(self, index: SearchIndex, embedder: Embedder, *, authors: Sequence[Author] = (),
+                 llm: QueryLLM | None = None, reranker: Reranker | None = None,
+                 weights: HybridWeights | None = None, rerank_candidates: int = 30) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.llm = llm
+        self.reranker = reranker
+        self.weights = weights or HybridWeights()
+        self.self_query = SelfQuery(authors, llm)
+        self.rerank_candidates = rerank_candidates
+        self._query_vectors: dict[str, list[float]] = {}  # a query is embedded once, whatever the mode
+
+    def query_vector(self, query: str) -> list[float]:
+        if query not in self._query_vectors:
+            if len(self._query_vectors) >= 1024:
+                self._query_vectors.clear()
+            self._query_vectors[query] = self.embedder.encode_query(query)
+        return self._query_vectors[query]
+
+    def search(self, query: str, k: int, filters: SearchFilters | None = None,
+               mode: Mode = "hybrid") -> list[SearchHit]:
+        """One phrasing through one retriever."""
+        if mode == "bm25":
+            return self.index.search_bm25(query, k, filters)
+        vector = self.query_vector(query)
+        if mode == "vector":
+            return self.index.search_vector(vector, k, filters)
+        if mode == "hybrid":
+            return self.index.search_hybrid(query, vector, k, filters, self.weights)
+        raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+
+    def retrieve(self, query: str, *, k: int = 10, filters: SearchFilters | None = None, mode: Mode = "hybrid",
+                 self_query: bool = True, expand: bool = False, rerank: bool = False) -> RetrievalResult:
+        if not query.strip():
+            raise ValueError("the query is empty")
+        notes: list[str] = []
+        if self_query:
+            intent = self.self_query.extract(query)
+            notes.extend(intent.notes)
+            if intent.matched:
+                notes.append(f"self-query ({intent.source}): filtering on " + ", ".join(intent.matched))
+            filters = merge_filters(filters, intent.filters)
+        filters = filters or SearchFilters()
+        phrasings = [query, *self._expansions(query, expand, notes)]
+        use_reranker = rerank and self._can_rerank(notes)
+        # Fetch more than k: dedupe drops some, and the reranker needs candidates to reorder.
+        fetch = max(k, self.rerank_candidates) if use_reranker else 2 * k
+        lists = [self.search(p, fetch, filters, mode) for p in phrasings]
+        hits = dedupe_hits(lists[0] if len(lists) == 1 else _fuse_phrasings(lists, mode))
+        if use_reranker:
+            assert self.reranker is not None
+            hits = self.reranker.rerank(query, hits, k)
+        return RetrievalResult(query=query, hits=hits[:k], filters=filters, phrasings=phrasings, notes=notes)
+
+    def _expansions(self, query: str, expand: bool, notes: list[str]) -> list[str]:
+        if not expand:
+            return []
+        if self.llm is None:
+            notes.append("query expansion skipped: no LLM is configured")
+            return []
+        rewrites = expand_query(query, self.llm)
+        notes.append(f"query expansion ({self.llm.name}): {len(rewrites)} rephrasings")
+        return rewrites
+
+    def _can_rerank(self, notes: list[str]) -> bool:
+        if self.reranker is None:
+            notes.append("reranking skipped: no reranker model is configured (TWIN_RERANKER_MODEL)")
+            return False
+        return True
+
+
+def _fuse_phrasings(lists: Sequence[list[SearchHit]], mode: str) -> list[SearchHit]:
+    """Merge the result lists of several phrasings by reciprocal rank (equal weights)."""
+    named = {f"q{i}": [(h.chunk.id, h.score) for h in hits] for i, hits in enumerate(lists)}
+    by_id = {h.chunk.id: h for hits in reversed(lists) for h in hits}  # the first list's hit object wins
+    fused = reciprocal_rank_fusion(named, {name: 1.0 for name in named})
+    return [by_id[chunk_id].model_copy(update={"score": score, "retriever": f"{mode}+expansion"})
+            for chunk_id, score in fused]
+
+
+def weights_from_settings(settings: Any) -> HybridWeights:
+    return HybridWeights(bm25=settings.hybrid_bm25_weight, vector=settings.hybrid_vector_weight,
+                         method=settings.hybrid_fusion)
+
+
+def known_authors(store: Any) -> list[Author]:
+    """Authors from the `authors` collection, or else the distinct authors of the cleaned documents."""
+    from twin.storage.documents import Collections
+
+    authors = list(store.find(Collections.AUTHORS, Author))
+    if authors:
+        return authors
+    groups = store.collection(Collections.CLEANED_DOCUMENTS).aggregate(
+        [{"$group": {"_id": "$author_id", "name": {"$first": "$author_name"}}}])
+    return [Author(id=g["_id"], name=g["name"] or g["_id"]) for g in groups if g["_id"]]
+
+
+def build_retriever(settings: Any = None, *, store: Any = None, index: SearchIndex | None = None,
+                    llm: QueryLLM | None = None) -> Retriever:
+    """A retriever over the configured index, knowing the authors of the document store."""
+    from twin.features.embedding import get_embedder
+    from twin.retrieval.rerank import get_reranker
+    from twin.search.factory import get_search_index
+    from twin.settings import get_settings
+    from twin.storage.documents import DocumentStore
+
+    settings = settings or get_settings()
+    own_store = store is None
+    store = store or DocumentStore.from_settings(settings)
+    try:
+        authors = known_authors(store)
+    finally:
+        if own_store:
+            store.close()
+    reranker = get_reranker(settings.reranker_model, settings.embedding_device) if settings.reranker_model else None
+    return Retriever(index or get_search_index(settings), get_embedder(settings), authors=authors, llm=llm,
+                     reranker=reranker, weights=weights_from_settings(settings))
