@@ -31,3 +31,9 @@ pytest_plugins = [
     "tests.fixtures.features",
     "tests.fixtures.sample_corpus",
 ]
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    import shutil
+
+    shutil.rmtree(_RUN_DIR, ignore_errors=True)

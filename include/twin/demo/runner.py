@@ -7,6 +7,7 @@ prints where to look. The stack stays up afterwards; `twin stack down` stops it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,14 +50,23 @@ def prepare_corpus(paths: DemoPaths, base_url: str) -> Path:
     return write_sources(base_url, paths.repository, paths.export, paths.sources)
 
 
+def _with_demo_sources(settings: Settings) -> Settings:
+    """Without a sources file of the user's own, the stack's scheduled crawls read the demo's."""
+    if "TWIN_SOURCES_FILE" in os.environ or settings.sources_file.exists():
+        return settings
+    os.environ["TWIN_SOURCES_FILE"] = str(DemoPaths(settings.data_dir / "demo").sources)
+    get_settings.cache_clear()
+    return get_settings()
+
+
 def run_demo(settings: Settings | None = None, console: Console | None = None, timeout_s: float = 900) -> None:
     from twin.demo import serve_sample_site
     from twin.stack.stack import ensure_stack
 
-    settings = settings or get_settings()
+    settings = _with_demo_sources(settings or get_settings())
     console = console or Console()
     console.rule("[bold]LLM twin demo")
-    console.print(f"data folder: {settings.data_dir}")
+    console.print(f"data folder: {settings.data_dir}  sources: {settings.sources_file}")
 
     stack = ensure_stack(settings, progress=lambda line: console.print(f"  stack: {line}"))
     user, password = stack.airflow_credentials()
@@ -65,8 +75,7 @@ def run_demo(settings: Settings | None = None, console: Console | None = None, t
 
     server, base_url = serve_sample_site(settings.demo_site_port)
     try:
-        paths = DemoPaths(settings.data_dir / "demo")
-        sources = prepare_corpus(paths, base_url)
+        sources = prepare_corpus(DemoPaths(settings.data_dir / "demo"), base_url)
         console.print(f"sample site: {base_url}  sources: {sources}")
         airflow = AirflowClient(f"http://{settings.host}:{settings.airflow_port}", user, password)
         try:
@@ -81,13 +90,17 @@ def run_demo(settings: Settings | None = None, console: Console | None = None, t
 def _run_pipelines(airflow: AirflowClient, sources: Path, console: Console, timeout_s: float) -> None:
     for dag_id in PIPELINE_DAGS:
         airflow.wait_for_dag(dag_id, timeout=120)
-        airflow.unpause(dag_id)
+        if dag_id != "crawl":
+            airflow.unpause(dag_id)
 
     smoke = airflow.trigger("smoke")
     _expect_success(airflow, airflow.wait_for_run("smoke", smoke.run_id, timeout_s), console)
 
     started = datetime.now(UTC)
+    # Trigger before unpausing: on its first unpause the daily crawl also schedules a run for the
+    # latest interval, and max_active_runs=1 queues that one behind ours.
     crawl = airflow.trigger("crawl", conf={"sources_file": str(sources)})
+    airflow.unpause("crawl")
     console.print(f"crawl: triggered run {crawl.run_id}")
     crawl = airflow.wait_for_run("crawl", crawl.run_id, timeout_s)
     _expect_success(airflow, crawl, console)
