@@ -64,7 +64,8 @@ def crawl() -> None:
     def finish_run(links: list[dict], outcomes: list[dict]) -> bool:
         from twin.crawl.pipeline import finish_run
 
-        return finish_run(_crawl_run_id(), links, outcomes)
+        # all_done: runs even when load_links failed, and then records an empty run instead of crashing.
+        return finish_run(_crawl_run_id(), list(links or []), list(outcomes or []))
 
     @task(outlets=[RAW_DOCUMENTS])
     def publish_raw_documents(changed: bool) -> None:

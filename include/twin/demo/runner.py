@@ -8,6 +8,9 @@ prints where to look. The stack stays up afterwards; `twin stack down` stops it.
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +88,7 @@ def run_demo(settings: Settings | None = None, console: Console | None = None, t
     finally:
         server.stop()
     _print_results(settings, console, user, password)
+    _show_commands(console)
 
 
 def _run_pipelines(airflow: AirflowClient, sources: Path, console: Console, timeout_s: float) -> None:
@@ -121,6 +125,14 @@ def _expect_success(airflow: AirflowClient, run, console: Console) -> None:
         raise DemoError(f"{run.dag_id} run {run.run_id} ended {run.state}; failed tasks: {failed}. "
                         "Open the run in the Airflow UI for its logs.")
     console.print(f"[green]{run.dag_id}[/]: run {run.run_id} succeeded")
+
+
+def _show_commands(console: Console) -> None:
+    """Run the commands a user runs next, exactly as they would type them."""
+    twin = str(Path(sys.executable).parent / "twin")
+    for args in (["search", SAMPLE_QUESTION, "-k", "3"], ["quality", "report"], ["eval", "retrieval"]):
+        console.rule(f"$ twin {shlex.join(args)}")
+        subprocess.run([twin, *args], check=False)
 
 
 def _print_results(settings: Settings, console: Console, user: str, password: str) -> None:
