@@ -13,10 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+
+from benchmarks.servers import local_mongo
 
 
 def page_html(number: int) -> bytes:
@@ -53,29 +51,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_mongo(folder: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
-         "--storage-path", str(folder / "mongo"), "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return server, f"mongodb://127.0.0.1:{port}/"
-        time.sleep(0.25)
-    server.kill()
-    raise RuntimeError("the MongoDB-protocol server did not start")
-
-
 def _timed(label: str, work: Callable[[], int]) -> tuple[str, float]:
     started = time.perf_counter()
     count = work()
@@ -93,15 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=site.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{site.server_address[1]}"
     urls = [f"{base}/articles/{n}" for n in range(args.pages)]
-    mongo, mongo_uri = _start_mongo(workdir)
     try:
-        os.environ.update({"TWIN_DATA_DIR": str(workdir / "data"), "MONGODB_URI": mongo_uri,
-                           "MONGODB_DATABASE": "bench_crawl", "TWIN_PER_DOMAIN_DELAY_S": "0"})
-        results = _run(urls)
+        with local_mongo(workdir) as mongo_uri:
+            os.environ.update({"TWIN_DATA_DIR": str(workdir / "data"), "MONGODB_URI": mongo_uri,
+                               "MONGODB_DATABASE": "bench_crawl", "TWIN_PER_DOMAIN_DELAY_S": "0"})
+            results = _run(urls)
     finally:
         site.shutdown()
-        os.killpg(mongo.pid, signal.SIGTERM)
-        mongo.wait(15)
         shutil.rmtree(workdir, ignore_errors=True)
     baseline = results[0][1]
     print(f"crawl benchmark: {args.pages} pages from a local site")

@@ -15,14 +15,12 @@ import argparse
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from benchmarks.servers import local_mongo
 
 WORDS = [
     "pipeline", "data", "model", "index", "vector", "query", "author", "chunk", "token", "embedding", "search",
@@ -63,24 +61,6 @@ def documents(count: int, seed: int = 7) -> list:
             content_hash=content_hash(text), raw_content_hash=content_hash(text),
             cleaned_at=start + timedelta(seconds=n), etl_run_id="bench"))
     return docs
-
-
-def _start_mongo(folder: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
-         "--storage-path", str(folder / "mongo"), "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return server, f"mongodb://127.0.0.1:{port}/"
-        time.sleep(0.25)
-    os.killpg(server.pid, signal.SIGKILL)
-    raise RuntimeError("the MongoDB-protocol server did not start")
 
 
 def _pipeline(mongo_uri: str, database: str, workdir: Path, settings):
@@ -139,12 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     workdir = Path(tempfile.mkdtemp(prefix="twin-bench-features-"))
-    mongo, mongo_uri = _start_mongo(workdir)
     try:
-        results = _measure(mongo_uri, workdir, args.documents)
+        with local_mongo(workdir) as mongo_uri:
+            results = _measure(mongo_uri, workdir, args.documents)
     finally:
-        os.killpg(mongo.pid, signal.SIGTERM)
-        mongo.wait(15)
         shutil.rmtree(workdir, ignore_errors=True)
     _, chunks, raw_seconds = results[0]
     baseline = chunks / raw_seconds
