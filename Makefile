@@ -7,6 +7,7 @@ export TWIN_DATA_DIR ?= $(CURDIR)/.twin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
 PYTEST_ARGS ?=
 
 .PHONY: install opensearch demo test lint bench lock down clean

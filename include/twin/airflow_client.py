@@ -95,6 +95,9 @@ class AirflowClient:
             time.sleep(poll_s)
         raise AirflowError(f"no {dag_id} run was triggered within {timeout:.0f}s after {after.isoformat()}")
 
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").get("state")
+
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
         data = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 500})
         return [t["task_id"] for t in data.get("task_instances", []) if t.get("state") == "failed"]

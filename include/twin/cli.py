@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from twin.crawl.cli import register as register_crawl
@@ -53,6 +55,8 @@ for register in (register_stack, register_crawl, register_etl, register_features
 
 
 def main() -> None:
+    # Model-loading progress bars would drown the command's own output.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app()
     except SettingsError as exc:

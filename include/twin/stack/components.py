@@ -143,7 +143,8 @@ class Component:
 def platform_env(settings: Settings) -> dict[str, str]:
     """Every platform setting as its variable, resolved against the local stack, so DAG tasks and
     Ray workers see exactly what `twin` sees (absolute data dir, local Mongo and MLflow URLs)."""
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     for variable, field in documented_variables().items():
         value = getattr(settings, field)
         if value is None:
