@@ -145,3 +145,14 @@ def test_rebuild_swaps_in_a_complete_index(feature_pipeline) -> None:
         len(feature_pipeline.chunker.chunk(d)) for d in docs if d.author_id == "grace")
     assert feature_pipeline.store.count(MANIFEST) == len(docs)  # type: ignore[arg-type]
     assert feature_pipeline.run().indexed == 0, "after a rebuild the incremental run has nothing to do"
+
+
+def test_rebuild_moves_the_index_to_a_new_embedding_dimension(feature_pipeline) -> None:
+    """Changing TWIN_EMBEDDING_MODEL changes the vector size: a rebuild must replace the old index."""
+    docs = corpus_documents()
+    _store_docs(feature_pipeline.store, docs)
+    feature_pipeline.index.ensure(8)  # the live index was built by a model with 8-d vectors
+    report = feature_pipeline.rebuild()
+    assert not report.failures and report.indexed == len(docs)
+    query = feature_pipeline.embedder.encode_query("sourdough")
+    assert len(feature_pipeline.index.search_vector(query, k=3)) == 3

@@ -103,7 +103,6 @@ class FeaturePipeline:
     def rebuild(self) -> FeatureReport:
         """Re-index every live document into a staged index, then swap it in (blue/green)."""
         report = FeatureReport(run_id=uuid.uuid4().hex, mode="rebuild")
-        self.index.ensure(self.embedder.dimension)
         staged = self.index.begin_rebuild(self.embedder.dimension)
         self._staged_written = {}
         try:
