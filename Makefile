@@ -26,7 +26,7 @@ test: install opensearch lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-cache .
 
 bench: install opensearch
 	@$(BIN)/python -m benchmarks.run_all

@@ -2,6 +2,7 @@
 
 import pytest
 from pymongo.errors import DuplicateKeyError
+
 from twin.models import (
     DocumentKind,
     RawDocument,
