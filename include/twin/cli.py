@@ -57,8 +57,17 @@ for register in (register_stack, register_crawl, register_etl, register_features
 def main() -> None:
     # Model-loading progress bars would drown the command's own output.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from pymongo.errors import ConnectionFailure
+
     try:
         app()
     except SettingsError as exc:
         typer.echo(f"twin: {exc}", err=True)
         raise SystemExit(2) from None
+    except ConnectionFailure as exc:
+        from twin.settings import get_settings
+
+        uri = get_settings().resolved_mongodb_uri
+        typer.echo(f"twin: cannot reach the document store at {uri} (MONGODB_URI): {exc.__class__.__name__}.\n"
+                   "Start the local stack with `twin stack up`, or set MONGODB_URI.", err=True)
+        raise SystemExit(3) from None

@@ -34,6 +34,8 @@ def search(
     self_query: bool = typer.Option(True, "--self-query/--no-self-query",
                                     help="Turn an author or kind named in the query into a filter."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per result, one per line."),
+    context: bool = typer.Option(False, "--context",
+                                 help="Print the RAG context of the hits, with citations (TWIN_CONTEXT_MAX_TOKENS)."),
 ) -> None:
     """Search the index and print the ranked results with the retriever that found each."""
     from twin.retrieval.retriever import MODES, build_retriever
@@ -48,6 +50,9 @@ def search(
                                 self_query=self_query, expand=expand, rerank=rerank)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    if context:
+        _print_context(result.hits)
+        return
     if as_json:
         for rank, hit in enumerate(result.hits, start=1):
             typer.echo(json.dumps(hit_record(rank, hit), default=str))
@@ -56,6 +61,17 @@ def search(
         typer.echo("no results")
     for rank, hit in enumerate(result.hits, start=1):
         typer.echo(_hit_text(rank, hit))
+
+
+def _print_context(hits: list[SearchHit]) -> None:
+    from twin.features.embedding import get_embedder
+    from twin.retrieval.context import assemble_context
+    from twin.settings import get_settings
+
+    built = assemble_context(hits, get_settings().context_max_tokens, get_embedder().count_tokens)
+    typer.echo(built.text)
+    typer.echo(f"\n{built.citations()}")
+    typer.echo(f"\n({built.tokens} tokens; {built.skipped} chunks did not fit the budget)", err=True)
 
 
 def _utc(value: datetime | None) -> datetime | None:
