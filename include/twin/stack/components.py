@@ -43,14 +43,6 @@ class StackPaths:
     data_dir: Path
 
     @property
-    def stack_dir(self) -> Path:
-        return self.data_dir / "stack"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.data_dir / "logs"
-
-    @property
     def pgdata(self) -> Path:
         return self.data_dir / "postgres"
 
@@ -95,11 +87,11 @@ class Component:
 
     @property
     def log(self) -> Path:
-        return self.paths.logs_dir / f"{self.name}.log"
+        return self.settings.logs_dir / f"{self.name}.log"
 
     @property
     def pid_file(self) -> Path:
-        return self.paths.stack_dir / f"{self.name}.pid"
+        return self.settings.stack_dir / f"{self.name}.pid"
 
     def ports(self) -> list[Port]:
         return []

@@ -69,7 +69,7 @@ class Stack:
         self.settings = settings
         self.components = build_components(settings)
         self.by_name = {c.name: c for c in self.components}
-        self.stack_dir = settings.data_dir / "stack"
+        self.stack_dir = settings.stack_dir
 
     # --- selection ---------------------------------------------------------------------------
 
