@@ -30,6 +30,7 @@ pytest_plugins = [
     "tests.fixtures.hostile_site",
     "tests.fixtures.features",
     "tests.fixtures.sample_corpus",
+    "tests.fixtures.stack",
 ]
 
 

@@ -24,14 +24,14 @@ class DagRun:
     dag_id: str
     run_id: str
     state: str
-    run_after: datetime | None
+    queued_at: datetime | None  # when the run was created: scheduled runs carry an older run_after
     run_type: str
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> DagRun:
-        after = data.get("run_after") or data.get("queued_at")
+        queued = data.get("queued_at") or data.get("run_after")
         return cls(data["dag_id"], data["dag_run_id"], data["state"],
-                   datetime.fromisoformat(after) if after else None, data.get("run_type", ""))
+                   datetime.fromisoformat(queued) if queued else None, data.get("run_type", ""))
 
 
 class AirflowClient:
@@ -76,6 +76,9 @@ class AirflowClient:
         data = self._call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": limit})
         return [DagRun.from_api(r) for r in data.get("dag_runs", [])]
 
+    def runs_queued_since(self, dag_id: str, since: datetime) -> list[DagRun]:
+        return [r for r in self.latest_runs(dag_id, limit=20) if r.queued_at and r.queued_at >= since]
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float, poll_s: float = 2.0) -> DagRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -89,7 +92,7 @@ class AirflowClient:
         """Wait for a run of an Asset-scheduled DAG that was queued after `after`, and for it to finish."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = [r for r in self.latest_runs(dag_id) if r.run_after and r.run_after >= after]
+            runs = self.runs_queued_since(dag_id, after)
             if runs:
                 return self.wait_for_run(dag_id, runs[0].run_id, max(1.0, deadline - time.monotonic()), poll_s)
             time.sleep(poll_s)

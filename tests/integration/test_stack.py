@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psutil
@@ -15,38 +11,10 @@ import pytest
 from pymongo import MongoClient
 from typer.testing import CliRunner
 
-from tests.fixtures.processes import free_port
 from twin.cli import app
 from twin.settings import get_settings
 from twin.stack import Stack, StackError
 from twin.stack.process import read_pid_file
-
-PORT_VARIABLES = ("TWIN_MONGO_PORT", "TWIN_MLFLOW_PORT", "TWIN_AIRFLOW_PORT", "TWIN_RAY_PORT",
-                  "TWIN_RAY_DASHBOARD_PORT", "TWIN_RAY_CLIENT_PORT", "TWIN_RAY_AGENT_PORT")
-
-
-@pytest.fixture
-def stack_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    """Settings for a private stack: fresh data dir, free ports, the real URLs cleared.
-
-    The data dir is not under pytest's tmp_path: every pytest session resets that folder's parent
-    to mode 0700, which would lock PostgreSQL (running as its own user) out of its files mid-test.
-    """
-    data_dir = Path(tempfile.mkdtemp(prefix="twin-stack-test-"))
-    monkeypatch.setenv("TWIN_DATA_DIR", str(data_dir / "data"))
-    for variable in PORT_VARIABLES:
-        monkeypatch.setenv(variable, str(free_port()))
-    for variable in ("MONGODB_URI", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("TWIN_STACK_START_TIMEOUT_S", "240")
-    get_settings.cache_clear()
-    stack = Stack(get_settings())
-    try:
-        yield stack
-    finally:
-        stack.down()  # whatever a failing test left running
-        get_settings.cache_clear()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def all_pids(stack: Stack) -> dict[int, float]:

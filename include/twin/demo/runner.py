@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from twin.airflow_client import AirflowClient, DagRun
+from twin.airflow_client import FINISHED, AirflowClient, DagRun
 from twin.settings import Settings, get_settings
 
 PIPELINE_DAGS = ["smoke", "crawl", "etl", "features"]
@@ -101,18 +101,18 @@ def _run_pipelines(airflow: AirflowClient, sources: Path, console: Console, time
     _expect_success(airflow, airflow.wait_for_run("smoke", smoke.run_id, timeout_s), console)
 
     started = datetime.now(UTC)
-    # Trigger before unpausing: on its first unpause the daily crawl also schedules a run for the
-    # latest interval, and max_active_runs=1 queues that one behind ours.
     crawl = airflow.trigger("crawl", conf={"sources_file": str(sources)})
+    # On its first unpause the daily crawl also schedules a run for the latest interval; with
+    # max_active_runs=1 it may run before ours, and then ours finds nothing new.
     airflow.unpause("crawl")
     console.print(f"crawl: triggered run {crawl.run_id}")
-    run = airflow.wait_for_run("crawl", crawl.run_id, timeout_s)
-    _expect_success(airflow, run, console)
+    _expect_success(airflow, airflow.wait_for_run("crawl", crawl.run_id, timeout_s), console)
     # Each producer updates its Asset only when something changed; a rerun on an unchanged corpus
     # therefore triggers nothing downstream, which is the point.
     for producer, announce, consumer in (("crawl", "publish_raw_documents", "etl"),
                                          ("etl", "announce_cleaned_documents", "features")):
-        if airflow.task_state(producer, run.run_id, announce) != "success":
+        producer_runs = [r for r in airflow.runs_queued_since(producer, started) if r.state in FINISHED]
+        if not any(airflow.task_state(producer, r.run_id, announce) == "success" for r in producer_runs):
             console.print(f"{producer}: nothing changed, so {consumer} was not triggered")
             return
         run = airflow.wait_for_triggered_run(consumer, started, timeout=timeout_s)
