@@ -71,6 +71,27 @@ def test_chunk_ids_and_delete_documents(index: SearchIndex):
     assert index.delete_documents(["doc-a"]) == 0
 
 
+def test_chunk_ids_many_answers_for_every_document_in_one_call(index: SearchIndex):
+    chunks = [make_chunk(f"d{d}-{i}", f"text {d} {i}", axis(i % DIM), document_id=f"doc-{d}", index=i)
+              for d in range(30) for i in range(d % 4)]  # doc-0, doc-4, ... have no chunks
+    index.upsert(chunks)
+    wanted = [f"doc-{d}" for d in range(30)] + ["missing"]
+    found = index.chunk_ids_many(wanted)
+    assert set(found) == set(wanted)
+    assert found == {d: index.chunk_ids(d) for d in wanted}
+    assert found["doc-3"] == {"d3-0", "d3-1", "d3-2"}
+    assert found["doc-4"] == set() and found["missing"] == set()
+    assert index.chunk_ids_many([]) == {}
+
+
+def test_delete_chunks_removes_only_those_ids(index: SearchIndex):
+    index.upsert([make_chunk(f"a{i}", f"alpha text {i}", axis(i), document_id="doc-a", index=i) for i in range(3)])
+    assert index.delete_chunks(["a0", "a2", "missing"]) == 2
+    assert index.chunk_ids("doc-a") == {"a1"}
+    assert index.delete_chunks([]) == 0
+    assert [h.chunk.id for h in index.search_bm25("alpha", 5)] == ["a1"]
+
+
 def test_count_with_filters(index: SearchIndex):
     index.upsert(corpus())
     assert index.count() == 5

@@ -58,6 +58,15 @@ class SearchIndex(ABC):
         """Ids of the chunks currently indexed for one document."""
 
     @abstractmethod
+    def chunk_ids_many(self, document_ids: Sequence[str]) -> dict[str, set[str]]:
+        """Ids of the chunks indexed for each of these documents, in one query per batch of ids;
+        every requested document is a key (an empty set when nothing is indexed for it)."""
+
+    @abstractmethod
+    def delete_chunks(self, chunk_ids: Sequence[str]) -> int:
+        """Delete chunks by id (e.g. a document's leftovers after its new chunks were written)."""
+
+    @abstractmethod
     def count(self, filters: SearchFilters | None = None) -> int: ...
 
     @abstractmethod

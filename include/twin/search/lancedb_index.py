@@ -213,6 +213,28 @@ class LanceDBSearchIndex(SearchIndex):
                 .select(["id"]).limit(None).to_arrow())
         return set(rows.column("id").to_pylist())
 
+    def chunk_ids_many(self, document_ids: Sequence[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {d: set() for d in document_ids}
+        table = self._table()
+        for batch in _batches(list(found), 500):
+            rows = (table.search().where(f"document_id IN ({', '.join(sql_literal(d) for d in batch)})")
+                    .select(["id", "document_id"]).limit(None).to_arrow())
+            for chunk_id, document_id in zip(rows.column("id").to_pylist(), rows.column("document_id").to_pylist(),
+                                             strict=True):
+                found[document_id].add(chunk_id)
+        return found
+
+    def delete_chunks(self, chunk_ids: Sequence[str]) -> int:
+        table = self._table()
+        deleted = 0
+        for batch in _batches(list(dict.fromkeys(chunk_ids)), 500):
+            where = f"id IN ({', '.join(sql_literal(c) for c in batch)})"
+            matching = table.count_rows(where)
+            if matching:
+                table.delete(where)
+                deleted += matching
+        return deleted
+
     def count(self, filters: SearchFilters | None = None) -> int:
         return int(self._table().count_rows(filters_to_sql(filters)))
 

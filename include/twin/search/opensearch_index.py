@@ -238,6 +238,26 @@ class OpenSearchSearchIndex(SearchIndex):
                     query={"query": {"term": {"document_id": document_id}}})
         return {hit["_id"] for hit in hits}
 
+    def chunk_ids_many(self, document_ids: Sequence[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {d: set() for d in document_ids}
+        ids = list(found)
+        for start in range(0, len(ids), BULK_CHUNK):  # a terms query is capped (65,536 terms by default)
+            hits = scan(self.client, index=self._target, _source=["document_id"],
+                        query={"query": {"terms": {"document_id": ids[start:start + BULK_CHUNK]}}})
+            for hit in hits:
+                found[hit["_source"]["document_id"]].add(hit["_id"])
+        return found
+
+    def delete_chunks(self, chunk_ids: Sequence[str]) -> int:
+        actions = ({"_op_type": "delete", "_index": self._target, "_id": chunk_id}
+                   for chunk_id in dict.fromkeys(chunk_ids))
+        deleted = 0
+        for ok, item in streaming_bulk(self.client, actions, chunk_size=BULK_CHUNK, raise_on_error=False):
+            deleted += int(ok and item["delete"].get("result") == "deleted")
+        if deleted:
+            self.client.indices.refresh(index=self._target)
+        return deleted
+
     def count(self, filters: SearchFilters | None = None) -> int:
         response = self.client.count(index=self._target, body={"query": filter_query(filters)})
         return int(response["count"])
