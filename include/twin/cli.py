@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import typer
@@ -33,9 +34,11 @@ def show_config(
     if output == "markdown":
         typer.echo(render_markdown_table(), nl=False)
         return
+    from twin.masking import masked_value
+
     settings = get_settings()
     for variable, field in sorted(documented_variables().items()):
-        typer.echo(f"{variable}={getattr(settings, field)}")
+        typer.echo(f"{variable}={masked_value(field, getattr(settings, field))}")
 
 
 @app.command("demo")
@@ -59,15 +62,26 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from pymongo.errors import ConnectionFailure
 
+    from twin import masking
+    from twin.settings import get_settings
+
+    # Secrets of the environment are masked in every log line and traceback from here on.
+    masking.install()
+    with contextlib.suppress(SettingsError):  # commands that need settings report the problem themselves
+        masking.SECRETS.add_from_settings(get_settings())
     try:
         app()
     except SettingsError as exc:
-        typer.echo(f"twin: {exc}", err=True)
+        typer.echo(f"twin: {masking.mask(str(exc))}", err=True)
         raise SystemExit(2) from None
     except ConnectionFailure as exc:
-        from twin.settings import get_settings
-
-        uri = get_settings().resolved_mongodb_uri
-        typer.echo(f"twin: cannot reach the document store at {uri} (MONGODB_URI): {exc.__class__.__name__}.\n"
-                   "Start the local stack with `twin stack up`, or set MONGODB_URI.", err=True)
+        typer.echo(f"twin: {document_store_unreachable(get_settings().resolved_mongodb_uri, exc)}", err=True)
         raise SystemExit(3) from None
+
+
+def document_store_unreachable(uri: str, exc: Exception) -> str:
+    """The message for an unreachable document store: where it was looked for, password masked."""
+    from twin.masking import mask
+
+    return (f"cannot reach the document store at {mask(uri)} (MONGODB_URI): {exc.__class__.__name__}.\n"
+            "Start the local stack with `twin stack up`, or set MONGODB_URI.")

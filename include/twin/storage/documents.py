@@ -16,6 +16,7 @@ from pymongo import ASCENDING, MongoClient, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from twin.masking import register_secret, url_passwords
 from twin.models import (
     Author,
     CleanedDocument,
@@ -75,6 +76,8 @@ def from_mongo(model: type[M], doc: Mapping[str, Any]) -> M:
 
 class DocumentStore:
     def __init__(self, uri: str, database: str, *, timeout_ms: int = 5000) -> None:
+        # The URI's password is masked from now on in our logs, tracebacks and Airflow task logs.
+        register_secret(*url_passwords(uri))
         self.client: MongoClient = MongoClient(
             uri, serverSelectionTimeoutMS=timeout_ms, tz_aware=True, uuidRepresentation="standard"
         )
