@@ -11,8 +11,9 @@ from twin.orchestration import DEFAULT_OWNER
 default_args = {"owner": DEFAULT_OWNER, "retries": 1, "retry_delay": timedelta(seconds=10)}
 
 
-@dag(dag_id="smoke", schedule=None, catchup=False, default_args=default_args, tags=["twin", "smoke"],
-     doc_md=__doc__)
+# One run at a time: the smoke index holds a single chunk that each run replaces.
+@dag(dag_id="smoke", schedule=None, catchup=False, max_active_runs=1, default_args=default_args,
+     tags=["twin", "smoke"], doc_md=__doc__)
 def smoke():
     @task
     def write_document(dag_run=None) -> dict:

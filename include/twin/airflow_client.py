@@ -101,6 +101,27 @@ class AirflowClient:
     def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").get("state")
 
-    def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
+    def failed_task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         data = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 500})
-        return [t["task_id"] for t in data.get("task_instances", []) if t.get("state") == "failed"]
+        return [t for t in data.get("task_instances", []) if t.get("state") in ("failed", "upstream_failed")]
+
+    def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
+        return [t["task_id"] for t in self.failed_task_instances(dag_id, run_id)]
+
+    def task_log_tail(self, dag_id: str, run_id: str, task: dict[str, Any], lines: int = 30) -> list[str]:
+        """The last lines of a task instance's log (its latest try), as the UI shows them."""
+        try_number = max(1, task.get("try_number") or 1)
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task['task_id']}/logs/{try_number}"
+        data = self._call("GET", path, params={"full_content": "true", "map_index": task.get("map_index", -1)},
+                          headers={"Accept": "application/json"})
+        return [_log_line(entry) for entry in data.get("content", [])][-lines:]
+
+
+def _log_line(entry: dict[str, Any] | str) -> str:
+    """One structured log record as text; an exception record keeps its type and message."""
+    if isinstance(entry, str):
+        return entry
+    line = " ".join(str(entry[key]) for key in ("timestamp", "level", "event") if entry.get(key))
+    for error in entry.get("error_detail") or []:
+        line += f"\n    {error.get('exc_type', '')}: {error.get('exc_value', '')}"
+    return line

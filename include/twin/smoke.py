@@ -13,6 +13,7 @@ from twin.settings import get_settings
 from twin.storage.documents import DocumentStore
 
 SMOKE_COLLECTION = "smoke_documents"
+SMOKE_CHUNK_ID = stable_id("smoke", "chunk")
 SMOKE_TEXT = (
     "The smoke test checks that a document can be written to the store, indexed for hybrid search "
     "and traced in the experiment tracker."
@@ -35,12 +36,17 @@ def write_smoke_document(run_id: str) -> dict[str, Any]:
 
 
 def index_smoke_document(document_id: str) -> dict[str, Any]:
+    """Index this run's smoke document as the smoke index's one chunk, then find it by a hybrid query.
+
+    Every run writes the same text, so the index holds exactly one smoke chunk (a fixed id, replaced
+    each run): a query can then only find this run's document, never an older identical copy.
+    """
     from twin.features.embedding import get_embedder
     from twin.search.factory import get_search_index
 
     embedder = get_embedder()
     chunk = Chunk(
-        id=stable_id(document_id, "0"), document_id=document_id, chunk_index=0, kind=DocumentKind.ARTICLE,
+        id=SMOKE_CHUNK_ID, document_id=document_id, chunk_index=0, kind=DocumentKind.ARTICLE,
         author_id="smoke", author_name="Smoke Test", url=f"smoke://{document_id}", text=SMOKE_TEXT,
         token_count=embedder.count_tokens(SMOKE_TEXT), document_hash=content_hash(SMOKE_TEXT),
     )
@@ -49,10 +55,17 @@ def index_smoke_document(document_id: str) -> dict[str, Any]:
     result = index.upsert([EmbeddedChunk(**chunk.model_dump(), embedding=embedder.encode_query(SMOKE_TEXT))])
     if not result.ok:
         raise RuntimeError(f"indexing failed: {result.failures}")
+    # Indexes written before the chunk id was fixed hold one chunk per earlier run: remove them.
+    with DocumentStore.from_settings() as store:
+        others = store.collection(SMOKE_COLLECTION).find({"_id": {"$ne": document_id}}, {"_id": 1})
+        earlier = [doc["_id"] for doc in others]
+    if earlier:
+        index.delete_documents(earlier)
     query = "written to the store and indexed for hybrid search"
-    hits = index.search_hybrid(query, embedder.encode_query(query), k=1)
-    if not hits or hits[0].chunk.document_id != document_id:
-        raise RuntimeError(f"the smoke document was not found by a hybrid query (hits: {hits})")
+    hits = index.search_hybrid(query, embedder.encode_query(query), k=5)
+    found = [hit.chunk.document_id for hit in hits]
+    if found != [document_id]:
+        raise RuntimeError(f"a hybrid query of the smoke index should find exactly {document_id}; it found {found}")
     return {"index": _index_name(), "chunk_id": chunk.id, "score": hits[0].score}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from twin.airflow_client import FINISHED, AirflowClient, DagRun
+from twin.airflow_client import FINISHED, AirflowClient, AirflowError, DagRun
 from twin.settings import Settings, get_settings
 
 PIPELINE_DAGS = ["smoke", "crawl", "etl", "features"]
@@ -121,9 +121,19 @@ def _run_pipelines(airflow: AirflowClient, sources: Path, console: Console, time
 
 def _expect_success(airflow: AirflowClient, run: DagRun, console: Console) -> None:
     if run.state != "success":
-        failed = airflow.failed_tasks(run.dag_id, run.run_id)
-        raise DemoError(f"{run.dag_id} run {run.run_id} ended {run.state}; failed tasks: {failed}. "
-                        "Open the run in the Airflow UI for its logs.")
+        failed = airflow.failed_task_instances(run.dag_id, run.run_id)
+        for task in failed:
+            if task.get("state") != "failed":
+                continue
+            console.rule(f"[red]{run.dag_id}.{task['task_id']} failed: the end of its log")
+            try:
+                console.print("\n".join(airflow.task_log_tail(run.dag_id, run.run_id, task)), markup=False,
+                              highlight=False)
+            except AirflowError as error:
+                console.print(f"(its log could not be read: {error})", markup=False)
+        names = [f"{t['task_id']} ({t.get('state')})" for t in failed]
+        raise DemoError(f"{run.dag_id} run {run.run_id} ended {run.state}; failed tasks: {names}. "
+                        "The end of each failed task's log is printed above; the Airflow UI has the whole log.")
     console.print(f"[green]{run.dag_id}[/]: run {run.run_id} succeeded")
 
 
