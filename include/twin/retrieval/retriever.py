@@ -82,18 +82,26 @@ class Retriever:
         if not query.strip():
             raise ValueError("the query is empty")
         notes: list[str] = []
+        explicit = filters or SearchFilters()
+        # Filters to try in turn: the inferred ones, then fewer of them, then only the caller's.
+        # A filter read from the question must never empty a result the question alone would get.
+        attempts = [(explicit, "")]
         if self_query:
             intent = self.self_query.extract(query)
             notes.extend(intent.notes)
             if intent.matched:
                 notes.append(f"self-query ({intent.source}): filtering on " + ", ".join(intent.matched))
-            filters = merge_filters(filters, intent.filters)
-        filters = filters or SearchFilters()
+            attempts = _relaxations(explicit, merge_filters(filters, intent.filters))
         phrasings = [query, *self._expansions(query, expand, notes)]
         use_reranker = rerank and self._can_rerank(notes)
         # Fetch more than k: dedupe drops some, and the reranker needs candidates to reorder.
         fetch = max(k, self.rerank_candidates) if use_reranker else 2 * k
-        lists = [self.search(p, fetch, filters, mode) for p in phrasings]
+        for attempt, (filters, _) in enumerate(attempts):
+            lists = [self.search(p, fetch, filters, mode) for p in phrasings]
+            if any(lists) or attempt == len(attempts) - 1:
+                break
+            notes.append(f"self-query: no result with the inferred {attempts[attempt + 1][1]} filter; "
+                         "searched without it")
         hits = dedupe_hits(lists[0] if len(lists) == 1 else _fuse_phrasings(lists, mode))
         if use_reranker:
             assert self.reranker is not None
@@ -115,6 +123,17 @@ class Retriever:
             notes.append("reranking skipped: no reranker model is configured (TWIN_RERANKER_MODEL)")
             return False
         return True
+
+
+def _relaxations(explicit: SearchFilters, inferred: SearchFilters) -> list[tuple[SearchFilters, str]]:
+    """The inferred filters, then without the inferred kind, then without the inferred author:
+    (filters, what the step before it dropped). The caller's own filters are always kept."""
+    steps = [(inferred, "")]
+    if inferred.kinds and not explicit.kinds:
+        steps.append((inferred.model_copy(update={"kinds": None}), "kind"))
+    if steps[-1][0].author_ids and not explicit.author_ids:
+        steps.append((steps[-1][0].model_copy(update={"author_ids": None}), "author"))
+    return steps
 
 
 def _fuse_phrasings(lists: Sequence[list[SearchHit]], mode: str) -> list[SearchHit]:
