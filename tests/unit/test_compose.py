@@ -169,8 +169,8 @@ def test_airflow_runs_local_executor_on_postgres(services: dict[str, dict[str, A
         env = environment(svc)
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), name
-    # Every component must sign and check task tokens with the same secret.
-    assert len({environment(svc)["AIRFLOW__API_AUTH__JWT_SECRET"] for svc in airflow.values()}) == 1
+    # Every long-running component must sign and check task tokens with the same secret.
+    assert len({environment(svc)["AIRFLOW__API_AUTH__JWT_SECRET"] for svc in servers(airflow).values()}) == 1
 
 
 def test_airflow_init_creates_the_crawl_pool(services: dict[str, dict[str, Any]]) -> None:
@@ -243,7 +243,6 @@ def test_platform_services_point_the_library_at_the_stack(services: dict[str, di
         env = environment(svc)
         assert env["TWIN_SEARCH_BACKEND"] == "opensearch", name
         assert env["OPENSEARCH_URL"] == "http://opensearch:9200", name
-        assert env["MONGODB_URI"].startswith("mongodb://") and "@mongodb:27017/" in env["MONGODB_URI"], name
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
         assert env["TWIN_ARTIFACTS_S3_BUCKET"] and env["TWIN_S3_ENDPOINT_URL"] == "http://s3:8333", name
 
@@ -326,6 +325,80 @@ def test_every_required_secret_is_in_the_template_and_left_empty() -> None:
     assert secrets and all(template[n] == "" for n in secrets), "the template must hold no secret"
     with pytest.raises(KeyError, match="AIRFLOW_JWT_SECRET"):
         interpolate(text, {**filled_secrets(), "AIRFLOW_JWT_SECRET": ""})
+
+
+AIRFLOW_SERVERS = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
+# Who may hold each secret: the server it protects, and the services that use it.
+SECRET_HOLDERS = {
+    "POSTGRES_PASSWORD": {"postgres"},
+    "AIRFLOW_DB_PASSWORD": {"postgres", "airflow-init", *AIRFLOW_SERVERS},
+    "MLFLOW_DB_PASSWORD": {"postgres", "mlflow"},
+    "AIRFLOW_FERNET_KEY": AIRFLOW_SERVERS,
+    "AIRFLOW_JWT_SECRET": AIRFLOW_SERVERS,
+    "MONGO_ROOT_PASSWORD": {"mongodb"},
+    # Tasks run in the scheduler (LocalExecutor); RAG serving retrieves documents on Ray.
+    "MONGO_APP_PASSWORD": {"mongodb", "airflow-scheduler", "ray-head", "ray-gpu-worker"},
+    "S3_SECRET_KEY": {"s3", "s3-init", "mlflow", "airflow-apiserver", "airflow-scheduler", "ray-head",
+                      "ray-gpu-worker"},
+}
+
+
+def secrets_seen_by(compose: dict[str, Any], name: str) -> set[str]:
+    """The template's secrets whose (dummy) value reaches service `name`: environment, command, configs."""
+    svc = compose["services"][name]
+    text = " ".join([*environment(svc).values(), command_text(svc), str(svc.get("healthcheck", ""))])
+    for config in svc.get("configs", []):
+        text += compose["configs"][config["source"] if isinstance(config, dict) else config]["content"]
+    return {secret for secret, value in filled_secrets().items() if secret in SECRET_HOLDERS and value in text}
+
+
+def test_each_secret_reaches_only_the_services_that_use_it(compose: dict[str, Any]) -> None:
+    template = read_env_file(SECRETS_TEMPLATE)
+    assert {n for n in template if re.search(r"PASSWORD|SECRET", n)} <= set(SECRET_HOLDERS)
+    holders: dict[str, set[str]] = {secret: set() for secret in SECRET_HOLDERS}
+    for name in compose["services"]:
+        for secret in secrets_seen_by(compose, name):
+            holders[secret].add(name)
+    assert holders == SECRET_HOLDERS
+
+
+def test_secret_check_sees_a_secret_given_to_one_service_too_many(compose: dict[str, Any]) -> None:
+    leaky = {**compose, "services": {**compose["services"]}}
+    triggerer = dict(leaky["services"]["airflow-triggerer"])
+    triggerer["environment"] = {**triggerer["environment"], "MONGODB_URI":
+                                environment(compose["services"]["airflow-scheduler"])["MONGODB_URI"]}
+    leaky["services"]["airflow-triggerer"] = triggerer
+    assert "MONGO_APP_PASSWORD" in secrets_seen_by(leaky, "airflow-triggerer")
+    assert "MONGO_APP_PASSWORD" not in secrets_seen_by(compose, "airflow-triggerer")
+
+
+def test_platform_connects_to_mongodb_as_its_own_user_not_root(compose: dict[str, Any]) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    services, secrets = compose["services"], filled_secrets()
+    database = read_env_file(REPO / "docker" / "twin.env")["MONGODB_DATABASE"]
+    users = set()
+    for name, svc in platform_services(services).items():
+        uri = environment(svc).get("MONGODB_URI")
+        if uri is None:
+            continue
+        parts = urlsplit(uri)
+        users.add(parts.username)
+        assert (parts.username, parts.password) == (secrets["MONGO_APP_USER"], secrets["MONGO_APP_PASSWORD"]), name
+        assert parts.hostname == "mongodb" and parts.path == f"/{database}", name
+        assert parse_qs(parts.query).get("authSource") == [database], name  # the user lives in its database
+    assert users == {secrets["MONGO_APP_USER"]} and secrets["MONGO_APP_USER"] != secrets["MONGO_ROOT_USER"]
+    # The init script that creates that user runs on the volume's first start, as root, with readWrite only.
+    mongodb = services["mongodb"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in mongodb["volumes"] if str(v).startswith(".")}
+    script = next(REPO / src for target, src in mounts.items() if target.startswith("/docker-entrypoint-initdb.d/"))
+    body = script.read_text()
+    assert "createUser" in body and 'role: "readWrite", db: database' in body
+    assert "roles: [{ role: \"readWrite\", db: database }]" in body  # no other role
+    env = environment(mongodb)
+    assert env["MONGO_APP_DATABASE"] == database
+    assert env["MONGO_APP_USER"] == secrets["MONGO_APP_USER"]
+    assert env["MONGO_APP_PASSWORD"] == secrets["MONGO_APP_PASSWORD"]
 
 
 def test_filled_in_secrets_stay_out_of_git_and_the_image() -> None:
