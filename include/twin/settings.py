@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(32, ge=0, validation_alias=_env("TWIN_CHUNK_OVERLAP_TOKENS"),
         description="Overlap between consecutive article chunks, in tokens.")
 
+    # --- index writers (incremental runs and rebuilds take turns) ----------------------------
+    index_lock_ttl_s: float = Field(900.0, gt=0, validation_alias=_env("TWIN_INDEX_LOCK_TTL_S"),
+        description="A search-index lock not renewed for this long is stale (its holder died) and is taken over.")
+    index_lock_wait_s: float = Field(1800.0, ge=0, validation_alias=_env("TWIN_INDEX_LOCK_WAIT_S"),
+        description="How long a features run or rebuild waits for another one to finish before it fails.")
+
     @field_validator("data_dir", "sources_file")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -56,6 +56,21 @@ class Embedder:
         """Longest text (without special tokens) the model embeds without truncating it."""
         return int(self.model.max_seq_length) - 2
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identifies what the vectors mean: a hash of the weights, the module stack and the vector size.
+        Two models of the same dimension (or a model retrained in place) differ here, so the index
+        knows which vectors were made by another model."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        digest.update(f"{type(self.model).__name__}|{self.dimension}|{self.model.max_seq_length}|".encode())
+        digest.update("|".join(type(module).__name__ for module in self.model).encode())
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
