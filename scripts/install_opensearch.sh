@@ -2,36 +2,53 @@
 # A real OpenSearch node for tests and benchmarks: the minimal distribution (integ-test zip) plus the
 # k-NN plugin, fetched by Maven coordinates with the ordinary Maven client, unpacked into
 # vendor/opensearch-<version>/. Idempotent: a second run only checks a stamp file.
-# When Maven or the fetch is unavailable it says so and exits 0: the tests then fall back to an
-# in-memory OpenSearch-compatible server.
+# When the node cannot be installed it says why, records the reason in
+# vendor/opensearch-<version>.unavailable (the test fixture repeats it) and exits 1, so `make test`
+# stops there. Only TWIN_TEST_OPENSEARCH=osmem, set by hand, accepts the in-memory fallback server
+# instead (exit 0, and the test summary says so).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 VERSION=${OPENSEARCH_VERSION:-2.19.1}
 KNN_VERSION=${OPENSEARCH_KNN_VERSION:-${VERSION}.0}
-HOME_DIR=vendor/opensearch-${VERSION}
+VENDOR=${TWIN_VENDOR_DIR:-vendor}
+HOME_DIR=$VENDOR/opensearch-${VERSION}
 STAMP=$HOME_DIR/.twin-installed
-DOWNLOADS=vendor/downloads
+UNAVAILABLE=$VENDOR/opensearch-${VERSION}.unavailable
+DOWNLOADS=$VENDOR/downloads
+MVN=${MVN:-mvn}
 
-want=$(sha256sum scripts/install_opensearch.sh | cut -d' ' -f1)  # a changed recipe reinstalls
+# The stamp is the hash of the recipe below its marker line: a changed recipe reinstalls, a changed
+# message does not.
+want=$(sed -n '/^# --- recipe ---$/,$p' scripts/install_opensearch.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -d "$HOME_DIR/plugins/opensearch-knn" ]; then
+  rm -f "$UNAVAILABLE"
   exit 0
 fi
 
 skip() {
-  echo "install_opensearch: $1; OpenSearch tests will use the in-memory fallback server." >&2
-  exit 0
+  mkdir -p "$VENDOR"
+  echo "$1" > "$UNAVAILABLE"
+  if [ "${TWIN_TEST_OPENSEARCH:-}" = osmem ]; then
+    echo "install_opensearch: $1; TWIN_TEST_OPENSEARCH=osmem: the tests use the in-memory fallback server." >&2
+    exit 0
+  fi
+  echo "install_opensearch: cannot install the OpenSearch ${VERSION} test node: $1." >&2
+  echo "install_opensearch: fix that and rerun, or accept the in-memory fallback (no k-NN queries, no search" \
+       "pipelines) by hand: TWIN_TEST_OPENSEARCH=osmem make test" >&2
+  exit 1
 }
 
-command -v mvn >/dev/null || skip "mvn not found"
+command -v "$MVN" >/dev/null || skip "$MVN not found (Maven fetches the node by its coordinates)"
 command -v unzip >/dev/null || skip "unzip not found"
 command -v java >/dev/null || skip "java not found (OpenSearch ${VERSION} needs Java 17+)"
 mkdir -p "$DOWNLOADS"
 # The integ-test zip carries no JDK: point OpenSearch's tools at the system one.
 export OPENSEARCH_JAVA_HOME=${OPENSEARCH_JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}
 
+# --- recipe ---
 fetch() {  # fetch GROUP:ARTIFACT:VERSION:zip into $DOWNLOADS
-  mvn -q -B dependency:copy -Dartifact="$1" -DoutputDirectory="$DOWNLOADS" -Dmdep.overWriteIfNewer=true \
+  "$MVN" -q -B dependency:copy -Dartifact="$1" -DoutputDirectory="$DOWNLOADS" -Dmdep.overWriteIfNewer=true \
     >"$DOWNLOADS/mvn.log" 2>&1 || { tail -20 "$DOWNLOADS/mvn.log" >&2; skip "could not fetch $1"; }
 }
 
@@ -54,13 +71,13 @@ fetch_jars() {  # fetch_jars DIR ARTIFACT...
   local dir=$1; shift
   mkdir -p "$dir"
   for artifact in "$@"; do
-    mvn -q -B dependency:copy -Dartifact="$artifact" -DoutputDirectory="$dir" \
+    "$MVN" -q -B dependency:copy -Dartifact="$artifact" -DoutputDirectory="$dir" \
       >"$DOWNLOADS/mvn.log" 2>&1 || { tail -20 "$DOWNLOADS/mvn.log" >&2; skip "could not fetch $artifact"; }
   done
 }
 
 add_module() {  # add_module NAME CLASSNAME EXTENDS JAR_DIR: a module folder as the distribution has it
-  local module=$HOME_DIR/modules/$1
+  local module=$NODE/modules/$1
   mkdir -p "$module"
   cp "$4"/*.jar "$module/"
   cat >"$module/plugin-descriptor.properties" <<EOF
@@ -78,12 +95,15 @@ EOF
 fetch_jars "$DOWNLOADS/lang-painless" "${PAINLESS_JARS[@]}"
 fetch_jars "$DOWNLOADS/analysis-common" "${ANALYSIS_JARS[@]}"
 
-rm -rf "$HOME_DIR"
-unzip -q -o "$DOWNLOADS/opensearch-${VERSION}.zip" -d vendor || skip "could not unpack the distribution"
-[ -x "$HOME_DIR/bin/opensearch" ] || skip "unexpected archive layout (no $HOME_DIR/bin/opensearch)"
+# Assembled beside the installed node and swapped in at the end: a test run using it meanwhile keeps it.
+BUILD=$VENDOR/.build-opensearch-$$
+NODE=$BUILD/opensearch-${VERSION}
+trap 'rm -rf "$BUILD"' EXIT
+unzip -q -o "$DOWNLOADS/opensearch-${VERSION}.zip" -d "$BUILD" || skip "could not unpack the distribution"
+[ -x "$NODE/bin/opensearch" ] || skip "unexpected archive layout (no opensearch-${VERSION}/bin/opensearch)"
 
 add_module lang-painless org.opensearch.painless.PainlessPlugin "" "$DOWNLOADS/lang-painless"
-cat >"$HOME_DIR/modules/lang-painless/plugin-security.policy" <<'EOF'
+cat >"$NODE/modules/lang-painless/plugin-security.policy" <<'EOF'
 grant {
   // painless compiles scripts into classes at run time
   permission java.lang.RuntimePermission "createClassLoader";
@@ -94,8 +114,13 @@ add_module analysis-common org.opensearch.analysis.common.CommonAnalysisPlugin l
   "$DOWNLOADS/analysis-common"
 
 plugin_zip="$(cd "$DOWNLOADS" && pwd)/opensearch-knn-${KNN_VERSION}.zip"
-"$HOME_DIR/bin/opensearch-plugin" install --batch "file://${plugin_zip}" >"$DOWNLOADS/plugin.log" 2>&1 \
+"$NODE/bin/opensearch-plugin" install --batch "file://${plugin_zip}" >"$DOWNLOADS/plugin.log" 2>&1 \
   || { tail -20 "$DOWNLOADS/plugin.log" >&2; skip "could not install the k-NN plugin"; }
 
-echo "$want" > "$STAMP"
+echo "$want" > "$NODE/.twin-installed"
+rm -rf "$HOME_DIR.old"
+[ ! -d "$HOME_DIR" ] || mv "$HOME_DIR" "$HOME_DIR.old"
+mv "$NODE" "$HOME_DIR"
+rm -rf "$HOME_DIR.old"
+rm -f "$UNAVAILABLE"
 echo "install_opensearch: OpenSearch ${VERSION} with k-NN ${KNN_VERSION} ready in ${HOME_DIR}"
