@@ -99,6 +99,15 @@ class CrawlRun(Record):
         return any(o.inserted or o.updated for o in self.outcomes)
 
 
+class CleaningStats(Record):
+    """What cleaning removed from one document."""
+
+    source_chars: int  # text cleaning started from (for HTML input: after extraction)
+    cleaned_chars: int
+    removed_chars: dict[str, int] = Field(default_factory=dict)  # rule -> characters removed
+    loss_share: float = 0.0  # share of the text (non-whitespace characters) lost, URLs, emoji and PII aside
+
+
 class CleanedDocument(Record):
     id: str  # same id as the raw document it came from
     raw_id: str
@@ -116,6 +125,7 @@ class CleanedDocument(Record):
     duplicate_of: str | None = None
     cleaned_at: datetime = Field(default_factory=utcnow)
     etl_run_id: str
+    cleaning: CleaningStats | None = None  # None for documents cleaned before it was counted
 
 
 class QuarantinedDocument(Record):

@@ -176,6 +176,12 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()
 
     # --- derived values ----------------------------------------------------------------------
+    # --- ETL: lossless cleaning and a gate that cannot wedge ----------------------------------
+    cleaning_max_loss_share: float = Field(0.2, ge=0, le=1, validation_alias=_env("TWIN_CLEANING_MAX_LOSS_SHARE"),
+        description="Share of a document's text that cleaning may remove; a document losing more is quarantined, not shortened.")
+    quarantine_min_batch: int = Field(20, ge=1, validation_alias=_env("TWIN_QUARANTINE_MIN_BATCH"),
+        description="Smallest batch TWIN_QUARANTINE_MAX_SHARE applies to; a smaller batch quarantines its failures, goes on and reports an alert.")
+
     @property
     def resolved_mongodb_uri(self) -> str:
         return self.mongodb_uri or f"mongodb://{self.host}:{self.mongo_port}/"

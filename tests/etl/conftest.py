@@ -44,11 +44,11 @@ class Seeded:
 
 
 def seed_fixture_documents(store: DocumentStore) -> Seeded:
-    """Six good documents (two of them duplicates of the first) and six bad ones."""
+    """Six good documents (two of them duplicates of the first) and seven bad ones."""
     docs = {
         # good
         "article": raw_doc("https://blog.test/pipelines", f"<article><p>{ESSAY}</p>"
-                           "<footer>© 2026 Ada</footer></article>", published="2026-01-01"),
+                           "<footer>© 2026 Ada</footer></article>", published="2026-01-01", content_format="html"),
         "exact_duplicate": raw_doc("https://medium.test/@ada/pipelines", ESSAY, published="2026-02-01"),
         "near_duplicate": raw_doc("https://substack.test/p/pipelines", NEAR_ESSAY, published="2026-03-01"),
         "code": raw_doc("https://github.test/ada/site", 'TEMPLATE = "<div class=\\"card\\">{}</div>"\n\n'
@@ -61,7 +61,10 @@ def seed_fixture_documents(store: DocumentStore) -> Seeded:
         "empty": raw_doc("https://blog.test/empty", "   \n  "),
         "markup_left": raw_doc("https://blog.test/escaped",
                                "Some intro text. &lt;script&gt;track()&lt;/script&gt; end"),
-        "markup_only": raw_doc("https://blog.test/chrome", "<nav>Home | About</nav><script>var a = 1;</script>"),
+        "markup_only": raw_doc("https://blog.test/chrome", "<nav>Home | About</nav><script>var a = 1;</script>",
+                               content_format="html"),
+        # text that holds unparsed HTML (an extractor leftover): prose must not carry markup
+        "unparsed_html": raw_doc("https://blog.test/unparsed", "Intro. <p class='x'>A paragraph</p> end."),
         "absurd_size": raw_doc("https://blog.test/huge", "lorem ipsum " * 100_000),
         "no_author": raw_doc("https://blog.test/anonymous", essay("anonymous things", 5), author_id="",
                              author_name=""),
@@ -75,7 +78,7 @@ def seed_fixture_documents(store: DocumentStore) -> Seeded:
         malformed.pop(key)
     store.collection(Collections.RAW_DOCUMENTS).insert_one(malformed)
     ids = {name: doc.id for name, doc in docs.items()}
-    bad_names = ("empty", "markup_left", "markup_only", "absurd_size", "no_author")
+    bad_names = ("empty", "markup_left", "markup_only", "unparsed_html", "absurd_size", "no_author")
     return Seeded(
         good={n: i for n, i in ids.items() if n not in bad_names},
         bad={**{n: ids[n] for n in bad_names}, "malformed": malformed["_id"]},

@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 from tests.etl.conftest import ESSAY, NEAR_ESSAY, essay, raw_doc
-from twin.etl.cleaning import clean_code, clean_document, clean_prose, clean_text, scrub_pii, strip_markup
+from twin.etl.cleaning import clean_code, clean_document, clean_prose, clean_text, clean_text_counted, scrub_pii
 from twin.etl.dedup import DuplicateIndex, DuplicateKind, minhash, signature_bytes, signature_from_bytes
 from twin.models import DocumentKind, content_hash
 
 
-def test_article_loses_markup_boilerplate_urls_emoji_and_extra_whitespace() -> None:
-    html = (
-        "<html><body><nav>Home | Blog</nav><h1>On   testing</h1>"
-        "<p>Tests catch bugs 🐛 early, see https://example.test/a?b=1 and www.example.test.</p>"
-        "<script>track()</script><p>Second&nbsp;paragraph &amp; more.</p>"
-        "Share this article\n<footer>© 2026 Ada</footer></body></html>"
-    )
-    assert clean_prose(html) == "On testing\n\nTests catch bugs early, see and .\n\nSecond paragraph & more."
+def test_article_loses_boilerplate_lines_urls_emoji_and_extra_whitespace_and_counts_them() -> None:
+    text = ("# On   testing\n\nTests catch bugs 🐛 early, see https://example.test/a?b=1 and www.example.test.\n\n\n"
+            "Second\u00a0paragraph & more.\nShare this article\n© 2026 Ada")
+    cleaned, stats = clean_text_counted(text, DocumentKind.ARTICLE)
+    assert cleaned == "# On testing\n\nTests catch bugs early, see and .\n\nSecond paragraph & more."
+    assert stats.removed_chars == {"boilerplate_lines": len("Share this article") + len("© 2026 Ada"),
+                                   "emoji": len("🐛"), "urls": len("https://example.test/a?b=1www.example.test"),
+                                   "whitespace": 4 + 1}  # 2 runs of spaces, one blank line too many
+    assert stats.source_chars == len(text) and stats.cleaned_chars == len(cleaned)
+
+
+def test_html_input_is_extracted_by_the_crawler_extraction_not_reparsed_text() -> None:
+    lead = "Tests catch bugs early, long before a user does, and they say what the code is meant to do. "
+    html = ("<html><body><nav>Home | Blog</nav><article><h1>On testing</h1>"
+            f"<p>{lead}Use a <code>&lt;nav&gt;</code> and 3 &lt; 4.</p><script>track()</script>"
+            f"<p>{lead}Second&nbsp;paragraph &amp; more.</p></article><footer>© 2026 Ada</footer></body></html>")
+    cleaned, stats = clean_text_counted(html, DocumentKind.ARTICLE, content_format="html")
+    assert cleaned == f"# On testing\n\n{lead}Use a `<nav>` and 3 < 4.\n\n{lead}Second paragraph & more."
+    assert stats.removed_chars["markup"] > 0 and stats.loss_share == 0.0
 
 
 def test_mojibake_and_compatibility_characters_are_normalised() -> None:
     assert clean_prose("donâ€™t use the ﬁle  twice") == "don't use the file twice"
 
 
-def test_escaped_markup_is_decoded_once_and_stays_visible() -> None:
-    # Double-escaped HTML in the source is a crawler leftover the cleaned-documents suite must see.
-    assert strip_markup("a &lt;div&gt;b&lt;/div&gt;") == "a <div>b</div>"
-    assert strip_markup("plain text, 3 < 4") == "plain text, 3 < 4"
+def test_literal_text_is_never_parsed_as_markup() -> None:
+    # Entities stay as written: escaped HTML in text is a leftover the cleaned-documents suite must see.
+    for text in ("a &lt;div&gt;b&lt;/div&gt;", "plain text, 3 < 4", "Wrap your links in a <nav> element. Then more.",
+                 "A Map<String, Integer> counts; a < b && c > d."):
+        assert clean_prose(text) == text
 
 
 def test_code_keeps_indentation_quotes_and_markup() -> None:
@@ -44,11 +56,12 @@ def test_pii_scrubbing_replaces_emails_and_phone_numbers_only() -> None:
 
 
 def test_cleaned_document_keeps_traceability_to_its_raw_document() -> None:
-    raw = raw_doc("https://blog.test/a", "<p>Hello   world</p>", published="2026-01-02")
+    raw = raw_doc("https://blog.test/a", "Hello   world", published="2026-01-02")
     cleaned = clean_document(raw, "run-1")
     assert (cleaned.id, cleaned.raw_id, cleaned.raw_content_hash) == (raw.id, raw.id, raw.content_hash)
     assert cleaned.content == "Hello world" and cleaned.content_hash == content_hash("Hello world")
     assert cleaned.etl_run_id == "run-1" and cleaned.published_at == raw.published_at
+    assert cleaned.cleaning.removed_chars == {"whitespace": 2} and cleaned.cleaning.loss_share == 0.0
 
 
 def test_duplicate_index_finds_exact_and_near_duplicates_within_a_kind() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.etl.conftest import ESSAY, essay, raw_doc, seed_fixture_documents
-from twin.etl.pipeline import PIPELINE, QualityGateError, run_etl
+from twin.etl.pipeline import ETL_RUNS, PIPELINE, QualityGateError, run_etl
 from twin.models import CleanedDocument, DocumentKind, QuarantinedDocument
 from twin.settings import get_settings
 from twin.storage.documents import Collections, DocumentStore
@@ -28,9 +28,9 @@ def test_good_bad_and_duplicate_documents_land_where_they_belong(etl_store) -> N
     seeded = seed_fixture_documents(etl_store)
     report = run_etl("run-1", store=etl_store)
 
-    assert (report.processed, report.cleaned, report.quarantined) == (12, 6, 6)
+    assert (report.processed, report.cleaned, report.quarantined) == (13, 6, 7)
     assert (report.exact_duplicates, report.near_duplicates) == (1, 1)
-    assert report.quarantined_by_stage == {"raw": 4, "cleaned": 2} and report.changed
+    assert report.quarantined_by_stage == {"raw": 4, "cleaned": 3} and report.changed
     docs = cleaned(etl_store)
     assert set(docs) == set(seeded.good.values())
     assert {i: d.duplicate_of for i, d in docs.items() if d.duplicate_of} == seeded.duplicates
@@ -44,7 +44,9 @@ def test_good_bad_and_duplicate_documents_land_where_they_belong(etl_store) -> N
     assert bad[seeded.bad["absurd_size"]].failed_expectations == [between]
     assert bad[seeded.bad["markup_only"]].failed_expectations == [between]
     assert bad[seeded.bad["markup_only"]].stage == "cleaned"
-    assert bad[seeded.bad["markup_left"]].failed_expectations == ["expect_column_values_to_not_match_regex(content)"]
+    markup = "expect_column_values_to_not_match_regex(prose)"
+    assert bad[seeded.bad["markup_left"]].failed_expectations == [markup]
+    assert bad[seeded.bad["unparsed_html"]].failed_expectations == [markup]
     assert bad[seeded.bad["no_author"]].failed_expectations == [
         "expect_column_value_lengths_to_be_between(author_id)",
         "expect_column_value_lengths_to_be_between(author_name)",
@@ -65,7 +67,7 @@ def test_a_rerun_writes_nothing_even_without_the_watermark(etl_store) -> None:
     # Forget the watermark: everything is judged again, and still nothing is written.
     etl_store.collection(Collections.PIPELINE_STATE).delete_many({})
     full = run_etl("run-3", store=etl_store)
-    assert (full.processed, full.cleaned, full.unchanged, full.quarantine_written, full.changed) == (12, 0, 6, 0, False)
+    assert (full.processed, full.cleaned, full.unchanged, full.quarantine_written, full.changed) == (13, 0, 6, 0, False)
     assert snapshot(etl_store) == before
 
 
@@ -76,7 +78,7 @@ def test_small_batches_give_the_same_outcome_and_resume_after_the_last_document(
     seeded = seed_fixture_documents(etl_store)
     report = run_etl("run-1", store=etl_store)
 
-    assert (report.processed, report.cleaned, report.quarantined) == (12, 6, 6)
+    assert (report.processed, report.cleaned, report.quarantined) == (13, 6, 7)
     docs = cleaned(etl_store)
     duplicates = {i: d.duplicate_of for i, d in docs.items() if d.duplicate_of}
     # Which copy of the essay is canonical depends on the batch it came in; that two are duplicates of it does not.
@@ -115,7 +117,7 @@ def test_changed_documents_replace_or_remove_their_old_cleaned_versions(etl_stor
     assert seeded.bad["empty"] in docs and seeded.bad["empty"] not in bad
     assert docs[seeded.good["post"]].duplicate_of is None  # posts are compared with posts only
     assert (report.removed_from_cleaned, report.released_from_quarantine) == (1, 1)
-    assert len(docs) == 6 and len(bad) == 6
+    assert len(docs) == 6 and len(bad) == 7
 
 
 def test_quarantined_documents_are_retried_only_when_their_content_changes(etl_store) -> None:
@@ -141,7 +143,9 @@ def test_pii_is_scrubbed_when_asked(etl_store, monkeypatch: pytest.MonkeyPatch) 
     assert cleaned(etl_store)[doc.id].content == "Write to [EMAIL] or call [PHONE]."
 
 
-def test_the_quality_gate_stops_a_bad_batch_and_says_why(twin_env) -> None:
+def test_the_quality_gate_stops_a_bad_batch_and_says_why(twin_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWIN_QUARANTINE_MIN_BATCH", "3")  # a batch of 3 is large enough to be judged
+    get_settings.cache_clear()
     with DocumentStore.from_settings(twin_env) as store:
         store.upsert_raw_documents([raw_doc("https://blog.test/ok", "Good text."),
                                     raw_doc("https://blog.test/e1", ""), raw_doc("https://blog.test/e2", " ")])
@@ -155,4 +159,34 @@ def test_the_quality_gate_stops_a_bad_batch_and_says_why(twin_env) -> None:
         assert store.count(Collections.QUARANTINE, {"etl_run_id": "run-bad"}) == 2
         assert store.count(Collections.CLEANED_DOCUMENTS) == 0
         assert store.get_watermark(PIPELINE) is None
+        stored = store.collection(ETL_RUNS).find_one({"_id": "run-bad"})  # the quality report shows why
+        assert stored["gate_error"] == message and stored["quarantined"] == 2
+        store.client.drop_database(twin_env.mongodb_database)
+
+
+def test_a_small_daily_batch_with_a_bad_document_quarantines_it_goes_on_and_alerts(twin_env) -> None:
+    """Two documents a day, one bad: 50% is above TWIN_QUARANTINE_MAX_SHARE=20%, but a batch under
+    TWIN_QUARANTINE_MIN_BATCH (20) does not stop the ETL, day after day."""
+    with DocumentStore.from_settings(twin_env) as store:
+        for day in (1, 2):
+            good, bad = raw_doc(f"https://blog.test/day{day}", f"Notes of day {day}."), raw_doc(
+                f"https://blog.test/day{day}-broken", "")
+            store.upsert_raw_documents([good, bad])
+            report = run_etl(f"daily-{day}", store=store)
+            assert (report.processed, report.cleaned, report.quarantined, report.failed_share) == (2, 1, 1, 0.5)
+            [alert] = report.alerts
+            assert "1 of 2 documents (50.0%)" in alert and "TWIN_QUARANTINE_MIN_BATCH=20" in alert
+            assert f"{bad.id} (https://blog.test/day{day}-broken): expect_column_values_to_be_between(content_chars)" \
+                in alert
+            assert good.id in cleaned(store) and bad.id in quarantined(store)
+            assert store.get_watermark(PIPELINE) == report.watermark is not None  # the run moved on
+            assert store.collection(ETL_RUNS).find_one({"_id": f"daily-{day}"})["alerts"] == [alert]
+        assert run_etl("daily-3", store=store).processed == 0  # nothing is retried, nothing is stuck
+        store.client.drop_database(twin_env.mongodb_database)
+
+
+def test_a_batch_without_failures_raises_no_alert(twin_env) -> None:
+    with DocumentStore.from_settings(twin_env) as store:
+        store.upsert_raw_documents([raw_doc("https://blog.test/fine", "Fine text.")])
+        assert run_etl("fine", store=store).alerts == []
         store.client.drop_database(twin_env.mongodb_database)

@@ -15,9 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import feedparser
 import lxml.html
-import trafilatura
 
-from twin.crawl.article import article_from_page
+from twin.crawl.article import article_from_page, html_to_markdown
 from twin.crawl.base import CrawlContext, Crawler, CrawlResult, make_document
 from twin.crawl.errors import CrawlError
 from twin.crawl.fetch import FEED_TYPES, HTML_TYPES, Page
@@ -82,8 +81,7 @@ def html_to_text(html: str) -> str:
     """Main text of an HTML fragment; falls back to all its text when extraction finds none."""
     if not html.strip():
         return ""
-    text = trafilatura.extract(f"<html><body><article>{html}</article></body></html>", favor_recall=True,
-                               include_comments=False)
+    text = html_to_markdown(f"<html><body><article>{html}</article></body></html>")
     if text:
         return text.strip()
     return lxml.html.fromstring(html).text_content().strip()

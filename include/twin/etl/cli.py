@@ -11,7 +11,7 @@ etl_app = typer.Typer(help="Clean and validate raw documents.", no_args_is_help=
 @quality_app.command("report")
 def quality_report() -> None:
     """Print where the latest published data-quality report is."""
-    from twin.etl.report import NoReportError, latest_quality_report
+    from twin.etl.report import NoReportError, etl_run_summary, latest_quality_report
 
     try:
         report = latest_quality_report()
@@ -20,6 +20,8 @@ def quality_report() -> None:
         raise typer.Exit(1) from None
     typer.echo(report.location)
     typer.echo(f"(run {report.run_id}, published {report.published_at:%Y-%m-%d %H:%M:%S} UTC)", err=True)
+    for line in etl_run_summary(report.etl_run) if report.etl_run else []:
+        typer.echo(line, err=True)
 
 
 @etl_app.command("run")

@@ -11,10 +11,16 @@ Policies (see README):
   `cleaned_documents` with `duplicate_of` naming the canonical document and is left out of the
   search index by the features pipeline. The canonical one is the one cleaned first, or within one
   batch the one published (then seen) first.
-- The quality gate: when the share of quarantined documents in a batch is above
-  TWIN_QUARANTINE_MAX_SHARE the run fails; the quarantine records are written (so the cause can be
-  read) but no cleaned document of that batch changes and the watermark stays before it, so the
-  batch is retried whole.
+- The quality gate: when the share of quarantined documents in a batch of at least
+  TWIN_QUARANTINE_MIN_BATCH documents is above TWIN_QUARANTINE_MAX_SHARE the run fails; the
+  quarantine records are written (so the cause can be read) but no cleaned document of that batch
+  changes and the watermark stays before it, so the batch is retried whole. A smaller batch (a daily
+  run of two documents, one bad) cannot say much about the source: its failures are quarantined, the
+  run goes on, and the report's `alerts` (and a warning in the log) name them.
+- Cleaning is counted: characters removed per rule, per document (`cleaning` of the cleaned
+  document) and per run (`cleaning_removed_chars`); a document that loses more than
+  TWIN_CLEANING_MAX_LOSS_SHARE of its text fails the cleaned-documents suite and is quarantined.
+- Every run's report is stored in `etl_runs` (also when the gate stops it), for the quality report.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from bson import Binary
 from pydantic import BaseModel, Field, ValidationError
 from pymongo import ReplaceOne
 
-from twin.etl.cleaning import clean_document
+from twin.etl.cleaning import clean_document, prose_outside_code
 from twin.etl.dedup import DuplicateIndex, minhash, signature_bytes, signature_from_bytes
 from twin.etl.validation import ValidationOutcome, validate_records
 from twin.models import CleanedDocument, QuarantinedDocument, RawDocument, content_hash, utcnow
@@ -46,6 +52,10 @@ CLEANED_CHECKPOINT = "cleaned_documents"
 # MinHash signatures of canonical cleaned documents, so later runs find near duplicates of them
 # without re-reading every cleaned text. Owned by the ETL.
 SIGNATURES = "etl_signatures"
+# One report per ETL run (id = run id): what `twin quality report` shows next to the Data Docs.
+ETL_RUNS = "etl_runs"
+# Failures named in one alert; the rest are counted.
+_ALERT_NAMES = 10
 
 
 class QualityGateError(RuntimeError):
@@ -67,6 +77,10 @@ class EtlReport(BaseModel):
     failed_share: float = 0.0
     expectation_failures: dict[str, int] = Field(default_factory=dict)
     validated: bool = False  # a checkpoint ran (so the Data Docs have a new result)
+    cleaning_removed_chars: dict[str, int] = Field(default_factory=dict)  # rule -> characters removed
+    cleaning_over_loss_limit: dict[str, float] = Field(default_factory=dict)  # id -> share lost (quarantined)
+    alerts: list[str] = Field(default_factory=list)  # failures let through by the gate, named
+    gate_error: str | None = None  # why the quality gate stopped the run
     watermark: datetime | None = None
     changed: bool = False  # cleaned_documents changed: downstream pipelines have work
 
@@ -106,7 +120,13 @@ def _run(store: DocumentStore, run_id: str, settings: Settings) -> EtlReport:
         raws += orphaned_duplicates(store, [str(r["_id"]) for r in raws])
         plan = plan_batch(raws, run_id, settings, store)
         plan.report.quarantine_written = write_quarantine(store, plan.quarantined)
-        check_quality_gate(plan, settings)
+        try:
+            check_quality_gate(plan, settings)
+        except QualityGateError as exc:
+            merge_reports(total, plan.report)
+            total.gate_error = str(exc)
+            save_run_report(store, total)
+            raise
         apply_plan(store, plan)
         # Committed per batch: a later batch that fails does not undo the work of this one.
         store.set_watermark(PIPELINE, cursor[0], last_id=cursor[1], last_run_id=run_id, last_run_at=utcnow())
@@ -114,7 +134,14 @@ def _run(store: DocumentStore, run_id: str, settings: Settings) -> EtlReport:
         log.info("ETL %s: batch of %d done, watermark %s", run_id, plan.report.processed, cursor[0])
         total.watermark = cursor[0]
     log.info("ETL %s: %s", run_id, total.model_dump(exclude={"run_id"}))
+    save_run_report(store, total)
     return total
+
+
+def save_run_report(store: DocumentStore, report: EtlReport) -> None:
+    store.collection(ETL_RUNS).replace_one(
+        {"_id": report.run_id}, {"_id": report.run_id, **report.model_dump(exclude={"run_id"}), "saved_at": utcnow()},
+        upsert=True)
 
 
 def load_cursor(store: DocumentStore) -> tuple[datetime, Any] | None:
@@ -142,8 +169,10 @@ def merge_reports(total: EtlReport, batch: EtlReport) -> None:
     for name in ("processed", "cleaned", "unchanged", "exact_duplicates", "near_duplicates", "quarantined",
                  "quarantine_written", "removed_from_cleaned", "released_from_quarantine"):
         setattr(total, name, getattr(total, name) + getattr(batch, name))
-    for name in ("quarantined_by_stage", "expectation_failures"):
+    for name in ("quarantined_by_stage", "expectation_failures", "cleaning_removed_chars"):
         setattr(total, name, dict(Counter(getattr(total, name)) + Counter(getattr(batch, name))))
+    total.cleaning_over_loss_limit |= batch.cleaning_over_loss_limit
+    total.alerts += batch.alerts
     total.failed_share = round(total.quarantined / total.processed, 4) if total.processed else 0.0
     total.validated |= batch.validated
     total.changed |= batch.changed
@@ -164,7 +193,8 @@ def plan_batch(raws: list[dict[str, Any]], run_id: str, settings: Settings, stor
     plan = BatchPlan(report=EtlReport(run_id=run_id, processed=len(raws)))
     raw_outcome = validate_records(RAW_CHECKPOINT, raw_frame(raws), settings=settings)
     candidates = _clean_valid(raws, raw_outcome, run_id, settings, plan)
-    cleaned_outcome = validate_records(CLEANED_CHECKPOINT, cleaned_frame(candidates), settings=settings)
+    cleaned_outcome = validate_records(CLEANED_CHECKPOINT, cleaned_frame(candidates), settings=settings,
+                                       parameters={"cleaning_max_loss_share": settings.cleaning_max_loss_share})
     plan.report.validated = True
     plan.batch_failures = raw_outcome.batch_failures + cleaned_outcome.batch_failures
     good = []
@@ -176,6 +206,7 @@ def plan_batch(raws: list[dict[str, Any]], run_id: str, settings: Settings, stor
             good.append(doc)
     _mark_duplicates(good, {str(r["_id"]): r for r in raws}, store, settings, plan)
     _count(plan)
+    _count_cleaning(candidates, settings, plan.report)
     return plan
 
 
@@ -194,8 +225,24 @@ def raw_frame(raws: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def cleaned_frame(docs: Iterable[CleanedDocument]) -> pd.DataFrame:
-    rows = [{"id": d.id, "kind": str(d.kind), "content": d.content, "content_chars": len(d.content)} for d in docs]
-    return pd.DataFrame(rows, columns=["id", "kind", "content", "content_chars"])
+    rows = [{"id": d.id, "kind": str(d.kind), "content": d.content, "content_chars": len(d.content),
+             "prose": prose_outside_code(d.content),
+             "cleaning_loss_share": d.cleaning.loss_share if d.cleaning else 0.0} for d in docs]
+    return pd.DataFrame(rows, columns=["id", "kind", "content", "content_chars", "prose", "cleaning_loss_share"])
+
+
+def _count_cleaning(candidates: list[CleanedDocument], settings: Settings, report: EtlReport) -> None:
+    removed: Counter[str] = Counter()
+    for doc in candidates:
+        if doc.cleaning:
+            removed.update(doc.cleaning.removed_chars)
+            if doc.cleaning.loss_share > settings.cleaning_max_loss_share:
+                report.cleaning_over_loss_limit[doc.id] = doc.cleaning.loss_share
+    report.cleaning_removed_chars = dict(sorted(removed.items()))
+    if report.cleaning_over_loss_limit:
+        log.warning("ETL %s: cleaning would remove more than TWIN_CLEANING_MAX_LOSS_SHARE=%.0f%% of %d document(s), "
+                    "quarantined: %s", report.run_id, settings.cleaning_max_loss_share * 100,
+                    len(report.cleaning_over_loss_limit), report.cleaning_over_loss_limit)
 
 
 def _clean_valid(raws: list[dict[str, Any]], outcome: ValidationOutcome, run_id: str, settings: Settings,
@@ -272,14 +319,21 @@ def _count(plan: BatchPlan) -> None:
 
 # --- the gate ------------------------------------------------------------------------------------
 def check_quality_gate(plan: BatchPlan, settings: Settings) -> None:
+    """Stop the run when too large a share of a batch failed; a batch below TWIN_QUARANTINE_MIN_BATCH
+    is too small to judge a share by: its failures stay quarantined and are reported as an alert."""
     report = plan.report
     problems = []
     if report.failed_share > settings.quarantine_max_share:
         top = ", ".join(f"{name}: {n}" for name, n in list(report.expectation_failures.items())[:5])
-        problems.append(
-            f"{report.quarantined} of {report.processed} documents ({report.failed_share:.1%}) failed validation, "
-            f"above TWIN_QUARANTINE_MAX_SHARE={settings.quarantine_max_share:.1%}; failed expectations: {top}"
-        )
+        share = (f"{report.quarantined} of {report.processed} documents ({report.failed_share:.1%}) failed validation, "
+                 f"above TWIN_QUARANTINE_MAX_SHARE={settings.quarantine_max_share:.1%}")
+        if report.processed >= settings.quarantine_min_batch:
+            problems.append(f"{share}; failed expectations: {top}")
+        else:
+            alert = (f"ETL run {report.run_id}: {share} in a batch smaller than TWIN_QUARANTINE_MIN_BATCH="
+                     f"{settings.quarantine_min_batch}, so the run goes on; quarantined: {_name_failures(plan)}")
+            report.alerts.append(alert)
+            log.warning(alert)
     problems += [f"batch-level expectation failed: {failure}" for failure in plan.batch_failures]
     if problems:
         raise QualityGateError(
@@ -288,6 +342,13 @@ def check_quality_gate(plan: BatchPlan, settings: Settings) -> None:
             "data-quality report (`twin quality report`); this batch changed no cleaned document and the "
             "watermark stays before it."
         )
+
+
+def _name_failures(plan: BatchPlan) -> str:
+    named = [f"{q.id} ({q.record.get('url') or '?'}): {', '.join(q.failed_expectations)}"
+             for q in plan.quarantined[:_ALERT_NAMES]]
+    more = len(plan.quarantined) - len(named)
+    return "; ".join(named) + (f"; and {more} more (see the 'quarantine' collection)" if more > 0 else "")
 
 
 # --- writing -------------------------------------------------------------------------------------

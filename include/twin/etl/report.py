@@ -11,6 +11,7 @@ import logging
 import mimetypes
 from datetime import datetime
 from pathlib import PurePosixPath
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -36,6 +37,8 @@ class PublishedReport(BaseModel):
     published_at: datetime
     location: str  # where the report's index.html can be read: a file path or an s3:// URL
     site: str  # where the whole site lies
+    # The ETL run's own report (characters removed per cleaning rule, alerts, gate), when it was stored.
+    etl_run: dict[str, Any] | None = None
 
 
 def publish_quality_report(run_id: str, *, settings: Settings | None = None,
@@ -48,11 +51,46 @@ def publish_quality_report(run_id: str, *, settings: Settings | None = None,
         return None
     store = store or get_artifact_store(settings)
     report = PublishedReport(run_id=run_id, published_at=utcnow(), site=store.publish_dir(site, SITE_PREFIX),
-                             location=store.location(f"{SITE_PREFIX}/{INDEX}"))
+                             location=store.location(f"{SITE_PREFIX}/{INDEX}"),
+                             etl_run=stored_etl_run(run_id, settings))
     # Written last: readers never see a pointer to a half-copied site.
     store.put_bytes(LATEST_KEY, report.model_dump_json(indent=2).encode(), "application/json")
     log.info("data-quality report of run %s published at %s", run_id, report.location)
     return report
+
+
+def stored_etl_run(run_id: str, settings: Settings) -> dict[str, Any] | None:
+    """The report `run_etl` stored for this run (None when there is none or the store is unreachable:
+    the Data Docs are still published)."""
+    from pymongo.errors import PyMongoError
+
+    from twin.etl.pipeline import ETL_RUNS, EtlReport
+    from twin.storage.documents import DocumentStore
+
+    try:
+        with DocumentStore.from_settings(settings) as documents:
+            stored = documents.collection(ETL_RUNS).find_one({"_id": run_id})
+    except PyMongoError as exc:
+        log.warning("the report of ETL run %s could not be read (%s): published without it", run_id, exc)
+        return None
+    return EtlReport.model_validate({**stored, "run_id": run_id}).model_dump(mode="json") if stored else None
+
+
+def etl_run_summary(etl_run: dict[str, Any]) -> list[str]:
+    """Lines for `twin quality report`: what cleaning removed, what was flagged, what the gate said."""
+    removed = etl_run.get("cleaning_removed_chars") or {}
+    lines = [f"ETL run {etl_run['run_id']}: {etl_run.get('processed', 0)} processed, {etl_run.get('cleaned', 0)} "
+             f"cleaned, {etl_run.get('quarantined', 0)} quarantined",
+             "cleaning removed (characters per rule): "
+             + (", ".join(f"{rule}={n}" for rule, n in removed.items()) or "nothing")]
+    over = etl_run.get("cleaning_over_loss_limit") or {}
+    if over:
+        lines.append("quarantined for losing too much text in cleaning (TWIN_CLEANING_MAX_LOSS_SHARE): "
+                     + ", ".join(f"{doc_id} ({share:.0%})" for doc_id, share in over.items()))
+    lines += [f"alert: {alert}" for alert in etl_run.get("alerts") or []]
+    if etl_run.get("gate_error"):
+        lines.append(f"quality gate: {etl_run['gate_error']}")
+    return lines
 
 
 def latest_quality_report(*, settings: Settings | None = None,
