@@ -68,6 +68,10 @@ class RawDocument(Record):
     last_seen: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)  # when content last changed
     crawl_run_id: str
+    # Set when a complete crawl of its link no longer yields it (removed from its feed, repository or
+    # export); cleared when it comes back. Downstream, a tombstone means "remove what you built from it".
+    tombstoned_at: datetime | None = None
+    tombstone_reason: str | None = None
 
 
 class LinkStatus(StrEnum):
@@ -85,6 +89,8 @@ class LinkOutcome(Record):
     updated: int = 0
     unchanged: int = 0
     failed: int = 0  # items inside the link (feed entries, repo files) that failed
+    tombstoned: int = 0  # documents of earlier crawls that this complete crawl no longer yielded
+    restored: int = 0  # tombstoned documents that came back
     failures: list[dict[str, str]] = Field(default_factory=list)  # [{"item": ..., "reason": ...}]
 
 
@@ -93,10 +99,11 @@ class CrawlRun(Record):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     outcomes: list[LinkOutcome] = Field(default_factory=list)
+    error: str | None = None  # why the run could not start (e.g. a refused sources file)
 
     @property
     def changed(self) -> bool:
-        return any(o.inserted or o.updated for o in self.outcomes)
+        return any(o.inserted or o.updated or o.tombstoned or o.restored for o in self.outcomes)
 
 
 class CleaningStats(Record):

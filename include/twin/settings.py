@@ -143,6 +143,18 @@ class Settings(BaseSettings):
     crawl_pool_slots: int = Field(4, ge=1, validation_alias=_env("TWIN_CRAWL_POOL_SLOTS"),
         description="Slots of the Airflow pool that caps concurrent fetches.")
 
+    # --- crawl safety and scale --------------------------------------------------------------
+    fetch_deadline_s: float = Field(60.0, gt=0, validation_alias=_env("TWIN_FETCH_DEADLINE_S"),
+        description="Total seconds one fetch may take (redirects, retries and a slow body included); past it the link fails.")
+    fetch_allowed_networks: str = Field("", validation_alias=_env("TWIN_FETCH_ALLOWED_NETWORKS"),
+        description="Non-public networks or host names the crawler may reach (comma-separated, e.g. 127.0.0.0/8); all others are refused.")
+    crawl_sources_dirs: str = Field("", validation_alias=_env("TWIN_CRAWL_SOURCES_DIRS"),
+        description="Folders besides that of TWIN_SOURCES_FILE which a crawl run's sources_file parameter may point into (comma-separated).")
+    crawl_batch_links: int = Field(20, ge=1, validation_alias=_env("TWIN_CRAWL_BATCH_LINKS"),
+        description="Links per mapped crawl task (links of one host stay together); raised when a sources file would need over 1024 tasks.")
+    crawl_task_timeout_s: float = Field(3600.0, gt=0, validation_alias=_env("TWIN_CRAWL_TASK_TIMEOUT_S"),
+        description="execution_timeout of one crawl task (one batch of links); its links are then recorded as failed.")
+
     # --- ETL ---------------------------------------------------------------------------------
     quarantine_max_share: float = Field(0.2, ge=0, le=1, validation_alias=_env("TWIN_QUARANTINE_MAX_SHARE"),
         description="Share of a batch that may fail validation before the ETL task fails.")

@@ -40,7 +40,7 @@ def load_crawl_dag():
     spec.loader.exec_module(module)
     dag = module.crawl()
     # Same retry path as production, with seconds instead of minutes between tries.
-    task = dag.get_task("crawl_link")
+    task = dag.get_task("crawl_batch")
     task.retries, task.retry_delay, task.max_retry_delay = 1, timedelta(seconds=1), timedelta(seconds=2)
     return dag
 
@@ -102,7 +102,7 @@ def test_crawl_dag_stores_good_links_once_records_bad_ones_and_is_idempotent(
     first = dag.test()
     assert str(first.state) == "success"
     states = task_states(first)
-    assert states["crawl_link"] == {"success"}  # failures are outcomes, not failed tasks
+    assert states["crawl_batch"] == {"success"}  # failures are outcomes, not failed tasks
     assert states["publish_raw_documents"] == {"success"}
     assert asset_events() == events_before + 1
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.fixtures.hostile_site import MISDECLARED
 from twin.crawl.errors import CrawlError
 from twin.crawl.fetch import DomainThrottle, Fetcher, decode_body, parse_content_type
 
@@ -95,3 +96,42 @@ def test_throttle_spaces_requests_to_one_host(tmp_path) -> None:
         throttle.wait("blog.example")
     throttle.wait("other.example")  # another host does not wait
     assert time.monotonic() - started >= 0.4
+
+
+def test_slow_drip_page_is_cut_at_the_fetch_deadline(fetch_settings, hostile_site) -> None:
+    settings = fetch_settings.model_copy(update={"fetch_deadline_s": 2.0, "fetch_retries": 3})
+    started = time.monotonic()
+    error = fetch_error(settings, hostile_site.url("/slow-drip"))
+    elapsed = time.monotonic() - started
+    assert "over the fetch deadline of 2s (TWIN_FETCH_DEADLINE_S)" in error.reason
+    assert "bytes of its body" in error.reason
+    assert not error.retryable and hostile_site.hits["/slow-drip"] == 1  # slowness is not retried
+    assert 2.0 <= elapsed < 2.0 + fetch_settings.fetch_timeout_s + 1
+
+
+def test_retries_stop_at_the_deadline(fetch_settings, hostile_site) -> None:
+    # /slow sleeps 3 s, past the 1 s read timeout: without the deadline 6 tries would take over 6 s.
+    settings = fetch_settings.model_copy(update={"fetch_deadline_s": 2.5, "fetch_retries": 5})
+    started = time.monotonic()
+    error = fetch_error(settings, hostile_site.url("/slow"))
+    assert "timed out" in error.reason or "fetch deadline" in error.reason
+    assert time.monotonic() - started < 2.5 + fetch_settings.fetch_timeout_s + 0.5
+    assert hostile_site.hits["/slow"] < 6
+
+
+@pytest.mark.parametrize("path", sorted(MISDECLARED))
+def test_windows_1252_page_declared_as_utf8_is_read_as_windows_1252(fetch_settings, hostile_site, path) -> None:
+    title, text = MISDECLARED[path]
+    with Fetcher(fetch_settings) as fetcher:
+        page = fetcher.get(hostile_site.url(path))
+    assert page.charset == "utf-8"  # what the server claimed
+    assert f"<title>{title}</title>" in page.text and text in page.text
+
+
+def test_charset_fallbacks_keep_other_scripts_and_stray_bytes() -> None:
+    polish = "Zażółć gęślą jaźń. Pójdźmy do sklepu kupić chleb i masło, a potem wróćmy do domu. " * 3
+    assert "ż" in decode_body(polish.encode("cp1250"), "utf-8")  # Central European is not forced to 1252
+    russian = "Съешь же ещё этих мягких французских булок, да выпей чаю. " * 5
+    assert decode_body(russian.encode("cp1251"), "utf-8") == russian
+    utf8 = ("Crème brûlée, déjà vu, naïve façade. " * 10).encode() + b"\xff"  # one stray byte
+    assert decode_body(utf8, "utf-8").startswith("Crème brûlée, déjà vu")

@@ -91,7 +91,7 @@ def test_crawl_dag_shape() -> None:
     dag = module.crawl()
     assert dag.dag_id == "crawl" and dag.catchup is False and "crawl" in dag.tags
     assert dag.default_args["owner"] == "twin"
-    crawl = dag.get_task("crawl_link")
+    crawl = dag.get_task("crawl_batch")
     assert crawl.pool == "crawl_fetch" and crawl.retries >= 1 and crawl.retry_exponential_backoff
     assert dag.get_task("finish_run").trigger_rule == "all_done"
     assert [o.name for o in dag.get_task("publish_raw_documents").outlets] == ["raw_documents"]

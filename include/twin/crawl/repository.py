@@ -1,9 +1,15 @@
-"""Git repositories: a shallow clone of a URL or a local path, one document per text or code file."""
+"""Git repositories: a shallow clone of a URL or a local path, one document per text or code file.
+
+`git clone` runs only for links of the sources file: http(s), ssh and git URLs whose host resolves
+to an allowed address (netguard; the clone is pinned to the checked address and follows no
+redirect), or a local path the file lists. No other transport (file://, ext::) is open to a clone.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import tempfile
 from collections import Counter
@@ -12,13 +18,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from twin.crawl.base import CrawlContext, Crawler, CrawlResult, make_document
 from twin.crawl.errors import CrawlError
+from twin.crawl.netguard import AddressPolicy
 from twin.crawl.sources import Link
 from twin.crawl.urls import normalize_url
 from twin.models import DocumentKind, SourceKind
 
 log = logging.getLogger(__name__)
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:(?!//)")
 
 CLONE_TIMEOUT_S = 300
+REMOTE_SCHEMES = {"http": 80, "https": 443, "ssh": 22, "git": 9418}
 OWNER_REPO_HOSTS = frozenset({"github.com", "codeberg.org", "bitbucket.org"})
 SKIPPED_DIRS = frozenset({
     ".git", "node_modules", "vendor", "vendors", "third_party", "thirdparty", "bower_components", ".venv",
@@ -58,9 +67,11 @@ class RepositoryCrawler(Crawler):
 
     def crawl(self, link: Link, ctx: CrawlContext) -> CrawlResult:
         source, repo_url = _clone_source(link)
+        remote = bool(link.url) and not source.startswith("file://")
+        pins = _checked_remote(source, ctx.fetcher.policy) if remote else []
         with tempfile.TemporaryDirectory(prefix="twin-repo-") as tmp:
             checkout = Path(tmp) / "repo"
-            commit = shallow_clone(source, checkout, remote=link.url is not None)
+            commit = shallow_clone(source, checkout, remote=remote, pins=pins)
             _check_repo_size(checkout, ctx.settings.max_repo_bytes)
             return self._documents(checkout, repo_url, commit, link, ctx)
 
@@ -96,7 +107,25 @@ def _clone_source(link: Link) -> tuple[str, str]:
     if url.startswith(("http://", "https://")):
         normalised = _repository_root(normalize_url(url).removesuffix("/").removesuffix(".git"))
         return normalised, normalised
+    if url.startswith("file://"):  # a local path the sources file wrote as a URL
+        return _clone_source(Link(**{**link.model_dump(), "url": None, "path": urlsplit(url).path}))
     return url, url  # ssh / git: URLs are kept as written
+
+
+def _checked_remote(url: str, policy: AddressPolicy) -> list[str]:
+    """Refuse a remote whose scheme is not a clone transport or whose host is not allowed; returns
+    `host:port:addresses` for git's http.curloptResolve, so the clone connects where was checked."""
+    if _SCP_LIKE.match(url):  # git@host:owner/repo.git is ssh
+        url = "ssh://" + url.replace(":", "/", 1)
+    parts = urlsplit(url)
+    if parts.scheme not in REMOTE_SCHEMES:
+        raise CrawlError(f"git clone refused for {url}: only {', '.join(REMOTE_SCHEMES)} URLs or local paths "
+                         "listed in the sources file are cloned")
+    if not parts.hostname:
+        raise CrawlError(f"git clone refused for {url}: no host")
+    port = parts.port or REMOTE_SCHEMES[parts.scheme]
+    addresses = policy.resolve(parts.hostname, port)
+    return [f"{parts.hostname}:{port}:{','.join(addresses)}"] if parts.scheme in {"http", "https"} else []
 
 
 def _repository_root(url: str) -> str:
@@ -111,10 +140,18 @@ def _repository_root(url: str) -> str:
     return url
 
 
-def shallow_clone(source: str, dest: Path, *, remote: bool) -> str:
-    """`git clone --depth 1`; returns the commit. No prompts: a private repo fails instead of hanging."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1"}
-    command = ["git", "clone", "--depth", "1", "--single-branch", "--no-tags", "--quiet", source, str(dest)]
+def shallow_clone(source: str, dest: Path, *, remote: bool, pins: list[str] | None = None) -> str:
+    """`git clone --depth 1`; returns the commit. No prompts: a private repo fails instead of hanging.
+
+    GIT_ALLOW_PROTOCOL closes every other transport (submodules and ext:: included); a remote clone
+    follows no HTTP redirect, which could lead it to an address that was never checked."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1",
+           "GIT_ALLOW_PROTOCOL": "http:https:ssh:git" if remote else "file"}
+    options = ["-c", "http.followRedirects=false"]
+    for pin in pins or []:
+        options += ["-c", f"http.curloptResolve={pin}"]
+    command = ["git", *options, "clone", "--depth", "1", "--single-branch", "--no-tags", "--quiet", "--",
+               source, str(dest)]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True, env=env, timeout=CLONE_TIMEOUT_S)
     except subprocess.TimeoutExpired:

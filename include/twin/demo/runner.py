@@ -62,11 +62,21 @@ def _with_demo_sources(settings: Settings) -> Settings:
     return get_settings()
 
 
+def _with_demo_crawl_allowances(settings: Settings) -> Settings:
+    """The sample site is served on loopback and the demo's sources file lies in its data folder: the
+    crawler refuses both unless allowed (TWIN_FETCH_ALLOWED_NETWORKS, TWIN_CRAWL_SOURCES_DIRS)."""
+    networks = ",".join(filter(None, [settings.fetch_allowed_networks, "127.0.0.0/8"]))
+    folders = ",".join(filter(None, [settings.crawl_sources_dirs, str(settings.data_dir / "demo")]))
+    os.environ["TWIN_FETCH_ALLOWED_NETWORKS"], os.environ["TWIN_CRAWL_SOURCES_DIRS"] = networks, folders
+    get_settings.cache_clear()
+    return settings.model_copy(update={"fetch_allowed_networks": networks, "crawl_sources_dirs": folders})
+
+
 def run_demo(settings: Settings | None = None, console: Console | None = None, timeout_s: float = 900) -> None:
     from twin.demo import serve_sample_site
     from twin.stack.stack import ensure_stack
 
-    settings = _with_demo_sources(settings or get_settings())
+    settings = _with_demo_crawl_allowances(_with_demo_sources(settings or get_settings()))
     console = console or Console()
     console.rule("[bold]LLM twin demo")
     console.print(f"data folder: {settings.data_dir}  sources: {settings.sources_file}")
