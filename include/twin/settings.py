@@ -181,6 +181,66 @@ class Settings(BaseSettings):
     index_lock_wait_s: float = Field(1800.0, ge=0, validation_alias=_env("TWIN_INDEX_LOCK_WAIT_S"),
         description="How long a features run or rebuild waits for another one to finish before it fails.")
 
+    # --- language model client (twin.llm): one client for every part that needs a model ---------
+    llm_backend: Literal["local", "openai"] = Field("local", validation_alias=_env("TWIN_LLM_BACKEND"),
+        description="LLM backend: local (transformers in this process) or openai (any OpenAI-compatible endpoint).")
+    llm_model: str = Field("packaged", validation_alias=_env("TWIN_LLM_MODEL"),
+        description="local: packaged (SmolLM2-135M-Instruct in a package), a folder or a model id; openai: its name.")
+    llm_base_url: str | None = Field(None, validation_alias=_env("TWIN_LLM_BASE_URL"),
+        description="Base URL of the OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1); needed for openai.")
+    llm_api_key: SecretStr | None = Field(None, validation_alias=_env("TWIN_LLM_API_KEY"),
+        description="API key of the OpenAI-compatible endpoint (a secret: set it in the environment).")
+    llm_timeout_s: float = Field(60.0, gt=0, validation_alias=_env("TWIN_LLM_TIMEOUT_S"),
+        description="Timeout of one request to the openai backend.")
+    llm_max_retries: int = Field(2, ge=0, validation_alias=_env("TWIN_LLM_MAX_RETRIES"),
+        description="Retries of a timed-out, refused, rate-limited or 5xx request to the openai backend.")
+    llm_temperature: float = Field(0.7, ge=0, validation_alias=_env("TWIN_LLM_TEMPERATURE"),
+        description="Sampling temperature; 0 means greedy decoding.")
+    llm_top_p: float = Field(0.9, gt=0, le=1, validation_alias=_env("TWIN_LLM_TOP_P"),
+        description="Nucleus sampling: keep the smallest token set with this much probability.")
+    llm_max_new_tokens: int = Field(128, ge=1, validation_alias=_env("TWIN_LLM_MAX_NEW_TOKENS"),
+        description="Default upper bound of generated tokens per reply.")
+    llm_repetition_penalty: float = Field(1.2, gt=0, validation_alias=_env("TWIN_LLM_REPETITION_PENALTY"),
+        description="Repetition penalty (1 = none); sent to openai endpoints as an extra field when not 1.")
+    llm_seed: int = Field(42, validation_alias=_env("TWIN_LLM_SEED"),
+        description="Seed of sampling: the same prompts in the same batches give the same replies.")
+    llm_batch_size: int = Field(8, ge=1, validation_alias=_env("TWIN_LLM_BATCH_SIZE"),
+        description="Prompts per batched generate call (local) or concurrent requests (openai).")
+    llm_device: str | None = Field(None, validation_alias=_env("TWIN_LLM_DEVICE"),
+        description="Torch device of the local backend (cpu, cuda); unset picks automatically.")
+    model_cache_dir: Path | None = Field(None, validation_alias=_env("TWIN_MODEL_CACHE_DIR"),
+        description="Where the packaged model is saved once as safetensors; unset means TWIN_DATA_DIR/models.")
+
+    # --- fine-tuning datasets (twin.datasets) --------------------------------------------------
+    author: str | None = Field(None, validation_alias=_env("TWIN_AUTHOR"),
+        description="Default author id of the twin (datasets, training, serving); unset: every author.")
+    base_model: str = Field("packaged", validation_alias=_env("TWIN_BASE_MODEL"),
+        description="Base model of the twin (local backend: packaged, folder or id); writes the rejected answers.")
+    dataset_max_passages: int | None = Field(None, ge=1, validation_alias=_env("TWIN_DATASET_MAX_PASSAGES"),
+        description="Most passages per author a dataset build uses (spread over documents); unset means all.")
+    dataset_test_share: float = Field(0.2, ge=0, lt=1, validation_alias=_env("TWIN_DATASET_TEST_SHARE"),
+        description="Share of each kind's documents held out as the test split.")
+    dataset_seed: int = Field(42, validation_alias=_env("TWIN_DATASET_SEED"),
+        description="Seed of the train/test split.")
+    dataset_language: str = Field("en", validation_alias=_env("TWIN_DATASET_LANGUAGE"),
+        description="ISO 639-1 language instructions must be written in; other rows are filtered out.")
+    dataset_min_instruction_chars: int = Field(12, ge=1, validation_alias=_env("TWIN_DATASET_MIN_INSTRUCTION_CHARS"),
+        description="Shortest instruction kept, in characters.")
+    dataset_max_instruction_chars: int = Field(300, ge=1, validation_alias=_env("TWIN_DATASET_MAX_INSTRUCTION_CHARS"),
+        description="Longest instruction kept, in characters.")
+    dataset_min_answer_chars: int = Field(80, ge=1, validation_alias=_env("TWIN_DATASET_MIN_ANSWER_CHARS"),
+        description="Shortest answer (the author's passage) kept, in characters.")
+    dataset_max_answer_chars: int = Field(4000, ge=1, validation_alias=_env("TWIN_DATASET_MAX_ANSWER_CHARS"),
+        description="Longest answer (the author's passage) kept, in characters.")
+    dataset_duplicate_threshold: float = Field(0.8, gt=0, le=1,
+                                               validation_alias=_env("TWIN_DATASET_DUPLICATE_THRESHOLD"),
+        description="Estimated Jaccard similarity from which two instructions are near duplicates.")
+    dataset_instruction_max_new_tokens: int = Field(48, ge=4,
+                                                    validation_alias=_env("TWIN_DATASET_INSTRUCTION_MAX_NEW_TOKENS"),
+        description="Tokens the generator may spend on one instruction.")
+    dataset_answer_max_new_tokens: int = Field(160, ge=4, validation_alias=_env("TWIN_DATASET_ANSWER_MAX_NEW_TOKENS"),
+        description="Tokens the base model may spend on one rejected answer.")
+
     @field_validator("data_dir", "sources_file")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -223,6 +283,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return (self.model_cache_dir or self.data_dir / "models").expanduser().resolve()
 
 
 def load_settings(**overrides: object) -> Settings:
