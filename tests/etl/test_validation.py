@@ -16,6 +16,13 @@ from twin.etl.validation import (
 )
 from twin.settings import load_settings
 
+LOSS = {"cleaning_max_loss_share": 0.2}
+
+
+def cleaned(rows: list[dict]) -> pd.DataFrame:
+    """Rows of the cleaned-documents frame; `prose` is the content unless a row says otherwise."""
+    return pd.DataFrame([{"prose": r.get("content"), "cleaning_loss_share": 0.0, **r} for r in rows])
+
 
 @pytest.fixture
 def settings(tmp_path: Path):
@@ -31,35 +38,39 @@ def test_every_suite_in_expectations_loads() -> None:
 
 
 def test_cleaned_suite_returns_the_failing_rows_with_their_expectations(settings) -> None:
-    frame = pd.DataFrame([
+    frame = cleaned([
         {"id": "ok", "kind": "article", "content": "Plain text.", "content_chars": 11},
         {"id": "tags", "kind": "post", "content": "Hi <span>there</span>", "content_chars": 21},
+        {"id": "named-tag", "kind": "article", "content": "Wrap links in a <nav> element.", "content_chars": 30},
         {"id": "html-code", "kind": "code", "content": "<div>{x}</div>", "content_chars": 14},
         {"id": "empty", "kind": "article", "content": "", "content_chars": 0},
+        {"id": "lossy", "kind": "article", "content": "Left.", "content_chars": 5, "cleaning_loss_share": 0.5},
     ])
-    outcome = validate_records("cleaned_documents", frame, settings=settings)
-    assert not outcome.success and outcome.evaluated_rows == 4
+    outcome = validate_records("cleaned_documents", frame, parameters=LOSS, settings=settings)
+    assert not outcome.success and outcome.evaluated_rows == 6
     assert outcome.row_failures == {
-        "tags": ["expect_column_values_to_not_match_regex(content)"],
+        "tags": ["expect_column_values_to_not_match_regex(prose)"],
         "empty": ["expect_column_values_to_be_between(content_chars)"],
+        "lossy": ["expect_column_values_to_be_between(cleaning_loss_share)"],
     }
-    assert outcome.expectation_failures == {"expect_column_values_to_not_match_regex(content)": 1,
-                                            "expect_column_values_to_be_between(content_chars)": 1}
+    assert outcome.expectation_failures == {"expect_column_values_to_not_match_regex(prose)": 1,
+                                            "expect_column_values_to_be_between(content_chars)": 1,
+                                            "expect_column_values_to_be_between(cleaning_loss_share)": 1}
 
 
 def test_duplicate_ids_fail_both_rows_and_good_frames_pass(settings) -> None:
     row = {"kind": "article", "content": "Text.", "content_chars": 5}
-    dup = validate_records("cleaned_documents", pd.DataFrame([{"id": "x", **row}, {"id": "x", **row}]),
-                           settings=settings)
+    dup = validate_records("cleaned_documents", cleaned([{"id": "x", **row}, {"id": "x", **row}]),
+                           parameters=LOSS, settings=settings)
     assert dup.row_failures == {"x": ["expect_column_values_to_be_unique(id)"]}
-    good = validate_records("cleaned_documents", pd.DataFrame([{"id": "a", **row}, {"id": "b", **row}]),
-                            settings=settings)
+    good = validate_records("cleaned_documents", cleaned([{"id": "a", **row}, {"id": "b", **row}]),
+                            parameters=LOSS, settings=settings)
     assert good.success and good.row_failures == {}
 
 
 def test_data_docs_are_built_under_the_data_folder(settings) -> None:
-    frame = pd.DataFrame([{"id": "e", "kind": "article", "content": "", "content_chars": 0}])
-    validate_records("cleaned_documents", frame, settings=settings)
+    frame = cleaned([{"id": "e", "kind": "article", "content": "", "content_chars": 0}])
+    validate_records("cleaned_documents", frame, parameters=LOSS, settings=settings)
     site = build_data_docs(settings)
     assert site.is_relative_to(settings.data_dir) and (site / "index.html").is_file()
 
