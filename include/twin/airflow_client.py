@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 FINISHED = {"success", "failed"}
 
@@ -47,10 +48,17 @@ class AirflowClient:
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = self._http.request(method, f"/api/v2{path}", **kwargs)
+        # A busy API server (a loaded scheduler on 2 cores) can miss one read timeout: reads are retried.
+        send = self._http.request if method != "GET" else self._get_with_retries
+        response = send(method, f"/api/v2{path}", **kwargs)
         if response.status_code >= 400:
             raise AirflowError(f"{method} {path}: HTTP {response.status_code} {response.text[:500]}")
         return response.json()
+
+    @retry(retry=retry_if_exception_type(httpx.TransportError), stop=stop_after_attempt(4),
+           wait=wait_exponential(multiplier=1, max=10), reraise=True)
+    def _get_with_retries(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self._http.request(method, url, **kwargs)
 
     def wait_for_dag(self, dag_id: str, timeout: float) -> None:
         """Wait until the DAG processor has parsed the DAG into the metadata DB."""

@@ -8,6 +8,7 @@ import io
 import pytest
 from rich.console import Console
 
+from twin.airflow_client import AirflowClient
 from twin.demo import article_paths
 from twin.demo.runner import DemoPaths, run_demo
 from twin.features.pipeline import MANIFEST
@@ -50,3 +51,13 @@ def test_demo_runs_every_pipeline_through_the_scheduler_and_a_rerun_changes_noth
     unchanged = [Collections.RAW_DOCUMENTS, Collections.CLEANED_DOCUMENTS, Collections.QUARANTINE]
     assert {c: second[c] for c in unchanged} == {c: first[c] for c in unchanged}
     assert "nothing changed, so etl was not triggered" in second_output.getvalue()
+
+    # What a failed demo run prints: the end of a task's log, read through the REST API.
+    user, password = stack_env.airflow_credentials()
+    airflow = AirflowClient(f"http://{settings.host}:{settings.airflow_port}", user, password)
+    try:
+        smoke = airflow.latest_runs("smoke", limit=1)[0]
+        tail = airflow.task_log_tail("smoke", smoke.run_id, {"task_id": "index_document", "try_number": 1})
+    finally:
+        airflow.close()
+    assert tail and any("index_document" in line or "Returned value" in line for line in tail), tail
