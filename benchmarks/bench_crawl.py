@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with local_mongo(workdir) as mongo_uri:
             os.environ.update({"TWIN_DATA_DIR": str(workdir / "data"), "MONGODB_URI": mongo_uri,
-                               "MONGODB_DATABASE": "bench_crawl", "TWIN_PER_DOMAIN_DELAY_S": "0"})
+                               "MONGODB_DATABASE": "bench_crawl", "TWIN_PER_DOMAIN_DELAY_S": "0",
+                               "TWIN_FETCH_ALLOWED_NETWORKS": "127.0.0.0/8"})  # the local site is on loopback
             results = _run(urls)
     finally:
         site.shutdown()

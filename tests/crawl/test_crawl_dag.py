@@ -25,13 +25,15 @@ from twin.storage.documents import Collections, DocumentStore
 REPO = Path(__file__).resolve().parents[2]
 GOOD = {  # link -> documents it yields
     "/articles/one.html": 1, "/articles/two.html": 1, "/old-home": 1, "/malformed.html": 1,
-    "/legacy.html": 1, "/feed.xml": 2,
+    "/legacy.html": 1, "/feed.xml": 2, "/charset/fr.html": 1,
 }
 BAD = {  # link -> words of its recorded reason
     "/private/secret.html": "disallowed by robots.txt", "/missing": "HTTP 404", "/broken": "HTTP 500",
     "/slow": "timed out", "/image.png": "unsupported content type 'image/png'",
     "/huge.html": "larger than the limit", "/loop-a": "redirect loop",
+    "/slow-drip": "over the fetch deadline of 3s", "/to-metadata": "a link-local address",
 }
+BATCH_LINKS = 4
 
 
 def load_crawl_dag():
@@ -79,6 +81,8 @@ def sources(crawl_settings, hostile_site, local_repo, tmp_path, monkeypatch) -> 
     path = tmp_path / "sources" / "sources.yaml"
     path.write_text(yaml.safe_dump(data))
     monkeypatch.setenv("TWIN_SOURCES_FILE", str(path))
+    monkeypatch.setenv("TWIN_FETCH_DEADLINE_S", "3")
+    monkeypatch.setenv("TWIN_CRAWL_BATCH_LINKS", str(BATCH_LINKS))
     get_settings.cache_clear()
     return {"repo": str(local_repo), "missing_export": str(exports / "missing.zip")}
 
@@ -103,13 +107,16 @@ def test_crawl_dag_stores_good_links_once_records_bad_ones_and_is_idempotent(
     assert str(first.state) == "success"
     states = task_states(first)
     assert states["crawl_batch"] == {"success"}  # failures are outcomes, not failed tasks
+    links = len(GOOD) + len(BAD) + 4
+    batches = [ti for ti in first.get_task_instances() if ti.task_id == "crawl_batch"]
+    assert len(batches) == -(-links // BATCH_LINKS)  # one mapped task per batch, not per link
     assert states["publish_raw_documents"] == {"success"}
     assert asset_events() == events_before + 1
 
     with DocumentStore.from_settings() as store:
         run = store.get_crawl_run(crawl_run_id_for(first.run_id))
         outcomes = {o.link: o for o in run.outcomes}
-        assert len(outcomes) == len(GOOD) + len(BAD) + 4 and run.finished_at is not None
+        assert len(outcomes) == links and run.finished_at is not None
         for path, count in GOOD.items():
             outcome = outcomes[hostile_site.url(path)]
             assert (outcome.status, outcome.inserted) == (LinkStatus.STORED, count), outcome
@@ -125,6 +132,7 @@ def test_crawl_dag_stores_good_links_once_records_bad_ones_and_is_idempotent(
         assert raw.find_one({"url": hostile_site.url("/articles/new-home.html")})  # where the redirect led
         legacy = raw.find_one({"url": hostile_site.url("/legacy.html")})
         assert "Привет, мир!" in legacy["content"]
+        assert raw.find_one({"url": hostile_site.url("/charset/fr.html")})["title"] == "Café crème"
         assert store.count(Collections.AUTHORS) == 1
     logged = caplog.text
     assert "disallowed by robots.txt" in logged and "HTTP 500" in logged  # the task log names failures

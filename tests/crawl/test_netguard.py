@@ -81,3 +81,18 @@ def test_a_local_repository_listed_as_a_file_url_is_still_cloned(fetch_settings,
     with Fetcher(fetch_settings) as fetcher:
         result = RepositoryCrawler().crawl(link, CrawlContext(settings=fetch_settings, fetcher=fetcher, run_id="r"))
     assert {d.path for d in result.documents} == {"README.md", "src/app.py"}
+
+
+def test_a_feed_entry_cannot_point_the_crawler_at_a_local_file(fetch_settings, hostile_site) -> None:
+    from twin.crawl.feed import FeedCrawler
+
+    body = hostile_site.pages["/feed.xml"].body.replace(
+        hostile_site.url("/articles/from-feed.html").encode(), b"file:///etc/passwd")
+    hostile_site.pages["/local.xml"] = type(hostile_site.pages["/feed.xml"])(
+        body=body, content_type="application/rss+xml")
+    link = Link(author_id="ada", author_name="Ada", url=hostile_site.url("/local.xml"), kind="feed")
+    with Fetcher(fetch_settings) as fetcher:
+        result = FeedCrawler().crawl(link, CrawlContext(settings=fetch_settings, fetcher=fetcher, run_id="r"))
+    [failure] = result.failures  # feedparser hands the link on as file://etc/passwd
+    assert failure["reason"].startswith("feed entry link is not an http(s) URL: file://")
+    assert len(result.documents) == 1  # the other entry is stored

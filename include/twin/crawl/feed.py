@@ -56,6 +56,8 @@ class FeedCrawler(Crawler):
     def _entry_document(self, entry: Any, link: Link, ctx: CrawlContext, feed_url: str) -> RawDocument:
         if not entry.get("link"):
             raise CrawlError("feed entry has no link")
+        if urlsplit(entry["link"]).scheme not in {"http", "https"}:  # file://, ftp:// ... never from a feed
+            raise CrawlError(f"feed entry link is not an http(s) URL: {entry['link']}")
         url = normalize_url(entry["link"])
         metadata = {"feed_url": feed_url, "entry_author": entry.get("author"), "tags": _tags(entry)}
         text = _full_content(entry)
