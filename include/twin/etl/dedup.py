@@ -7,6 +7,7 @@ not duplicates themselves), so a duplicate always points at a canonical one, nev
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -62,6 +63,7 @@ class DuplicateIndex:
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
         self._exact: dict[tuple[str, str], str] = {}
+        self._exact_key: dict[str, tuple[str, str]] = {}  # the exact key a document holds, to discard it
         self._lsh: dict[str, MinHashLSH] = {}
         self._signatures: dict[str, MinHash] = {}
 
@@ -69,12 +71,25 @@ class DuplicateIndex:
         return len(self._signatures)
 
     def add(self, doc_id: str, kind: str, content_hash: str, signature: MinHash) -> None:
-        self._exact.setdefault((kind, content_hash), doc_id)
+        if self._exact.setdefault((kind, content_hash), doc_id) == doc_id:
+            self._exact_key[doc_id] = (kind, content_hash)
         if doc_id in self._signatures:
             return
         lsh = self._lsh.setdefault(kind, MinHashLSH(threshold=self.threshold, num_perm=NUM_PERM))
         lsh.insert(doc_id, signature)
         self._signatures[doc_id] = signature
+
+    def discard(self, doc_ids: Iterable[str]) -> None:
+        """Forget documents (they are judged again, or left the corpus); unknown ids are ignored.
+        Lets one index, loaded once per run, follow the run's writes in memory."""
+        gone = set(doc_ids)
+        for doc_id in gone & self._signatures.keys():
+            del self._signatures[doc_id]
+            for lsh in self._lsh.values():
+                if doc_id in lsh:  # the LSH of the document's kind
+                    lsh.remove(doc_id)
+        for doc_id in gone & self._exact_key.keys():
+            self._exact.pop(self._exact_key.pop(doc_id), None)
 
     def find(self, kind: str, content_hash: str, signature: MinHash) -> DuplicateMatch | None:
         exact = self._exact.get((kind, content_hash))

@@ -2,10 +2,17 @@
 de-duplicated documents in `cleaned_documents`; everything that fails a gate goes to `quarantine`.
 
 Policies (see README):
-- Incremental: raw documents are read in `updated_at` order, in batches of TWIN_ETL_BATCH_SIZE; a
-  watermark (`updated_at` and id of the last document) is stored after each batch that succeeded,
-  so a failed run resumes where it stopped. Quarantined documents come back when their raw content
-  changes (a new `updated_at`), not on every run.
+- Incremental and race-free: a run processes every raw document whose content hash (or tombstone
+  state) differs from what the ledger `etl_ledger` says the ETL last made of it, in `updated_at`
+  order and batches of TWIN_ETL_BATCH_SIZE. The ledger is written after each batch's writes, so a
+  failed run resumes where it stopped, and a document committed late (its `updated_at` stamped by
+  the crawler before an earlier run passed it) is still found. Quarantined documents come back
+  when their raw content changes, not on every run. Without a watermark in `pipeline_state` (first
+  run, or reset by hand) every raw document is judged again.
+- Tombstones: a raw document with `tombstoned_at` (gone from its source) or deleted outright loses
+  its cleaned document, quarantine record and signature; the report counts them (`tombstoned`,
+  `removed_tombstoned`) and the features run then drops its chunks.
+- Near-duplicate signatures are read once per run and kept up to date in memory between batches.
 - Idempotent: a record is written only when it differs from what is stored; a rerun writes nothing.
 - Duplicates: an exact or near duplicate of another document (any source, same kind) is stored in
   `cleaned_documents` with `duplicate_of` naming the canonical document and is left out of the
@@ -26,7 +33,7 @@ Policies (see README):
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +42,7 @@ from typing import Any
 import pandas as pd
 from bson import Binary
 from pydantic import BaseModel, Field, ValidationError
-from pymongo import ReplaceOne
+from pymongo import DeleteOne, ReplaceOne
 
 from twin.etl.cleaning import clean_document, prose_outside_code
 from twin.etl.dedup import DuplicateIndex, minhash, signature_bytes, signature_from_bytes
@@ -52,6 +59,10 @@ CLEANED_CHECKPOINT = "cleaned_documents"
 # MinHash signatures of canonical cleaned documents, so later runs find near duplicates of them
 # without re-reading every cleaned text. Owned by the ETL.
 SIGNATURES = "etl_signatures"
+# What the ETL last made of each raw document: the raw content hash and whether it was a tombstone.
+# Written after a batch's writes, so it is the ETL's race-free watermark (see RawCursor).
+LEDGER = "etl_ledger"
+VANISHED = "_vanished"  # marks the stand-in record of a raw document deleted outright
 # One report per ETL run (id = run id): what `twin quality report` shows next to the Data Docs.
 ETL_RUNS = "etl_runs"
 # Failures named in one alert; the rest are counted.
@@ -73,6 +84,8 @@ class EtlReport(BaseModel):
     quarantined_by_stage: dict[str, int] = Field(default_factory=dict)
     quarantine_written: int = 0
     removed_from_cleaned: int = 0  # old cleaned versions of documents that now fail
+    tombstoned: int = 0  # raw documents tombstoned (gone from their source) or deleted, in this run
+    removed_tombstoned: int = 0  # cleaned documents removed because their raw document was tombstoned
     released_from_quarantine: int = 0  # quarantined before, good now
     failed_share: float = 0.0
     expectation_failures: dict[str, int] = Field(default_factory=dict)
@@ -92,6 +105,8 @@ class BatchPlan:
     quarantined: list[QuarantinedDocument] = field(default_factory=list)
     signatures: dict[str, bytes] = field(default_factory=dict)  # canonical documents of the batch
     batch_failures: list[str] = field(default_factory=list)
+    tombstoned: list[dict[str, Any]] = field(default_factory=list)  # raw records to remove downstream
+    raw_states: dict[Any, tuple[Any, bool]] = field(default_factory=dict)  # raw _id -> (content hash, tombstoned)
 
 
 def run_etl(run_id: str | None = None, *, settings: Settings | None = None,
@@ -105,6 +120,8 @@ def run_etl(run_id: str | None = None, *, settings: Settings | None = None,
         store.ensure_indexes()
         # Finding the duplicates of a changed canonical document must not scan the collection.
         store.collection(Collections.CLEANED_DOCUMENTS).create_index("duplicate_of", name="by_duplicate_of")
+        store.collection(LEDGER).create_index([("_id", 1), ("raw_content_hash", 1), ("tombstoned", 1)],
+                                              name="by_id_hash_tombstone")
         return _run(store, run_id, settings)
     finally:
         if own_store:
@@ -114,11 +131,11 @@ def run_etl(run_id: str | None = None, *, settings: Settings | None = None,
 def _run(store: DocumentStore, run_id: str, settings: Settings) -> EtlReport:
     total = EtlReport(run_id=run_id)
     cursor = load_cursor(store)
-    total.watermark = cursor[0] if cursor else None
+    total.watermark = cursor.watermark
     while raws := changed_raw_records(store, cursor, settings.etl_batch_size):
-        cursor = (raws[-1]["updated_at"], raws[-1]["_id"])
+        cursor.advance(raws)
         raws += orphaned_duplicates(store, [str(r["_id"]) for r in raws])
-        plan = plan_batch(raws, run_id, settings, store)
+        plan = plan_batch(raws, run_id, settings, store, canonical=cursor.canonical(store, settings))
         plan.report.quarantine_written = write_quarantine(store, plan.quarantined)
         try:
             check_quality_gate(plan, settings)
@@ -129,10 +146,11 @@ def _run(store: DocumentStore, run_id: str, settings: Settings) -> EtlReport:
             raise
         apply_plan(store, plan)
         # Committed per batch: a later batch that fails does not undo the work of this one.
-        store.set_watermark(PIPELINE, cursor[0], last_id=cursor[1], last_run_id=run_id, last_run_at=utcnow())
+        store.set_watermark(PIPELINE, cursor.watermark, last_id=cursor.last_id, last_run_id=run_id,
+                            last_run_at=utcnow())
         merge_reports(total, plan.report)
-        log.info("ETL %s: batch of %d done, watermark %s", run_id, plan.report.processed, cursor[0])
-        total.watermark = cursor[0]
+        log.info("ETL %s: batch of %d done, watermark %s", run_id, plan.report.processed, cursor.watermark)
+        total.watermark = cursor.watermark
     log.info("ETL %s: %s", run_id, total.model_dump(exclude={"run_id"}))
     save_run_report(store, total)
     return total
@@ -144,30 +162,72 @@ def save_run_report(store: DocumentStore, report: EtlReport) -> None:
         upsert=True)
 
 
-def load_cursor(store: DocumentStore) -> tuple[datetime, Any] | None:
-    """The watermark: `updated_at` and id of the last raw document processed (the id breaks ties, as
-    one crawl bulk write gives many documents the same `updated_at`)."""
+@dataclass
+class RawCursor:
+    """The raw documents a run has to process, in (`updated_at`, id) order, and the run's in-memory
+    near-duplicate index. Race-free: the pending set comes from reconciling content hashes with the
+    ledger of what the ETL last made of each raw document, not from a timestamp, so a document whose
+    write committed late (with an `updated_at` older than a watermark already passed) is still found."""
+
+    pending: deque[Any]
+    watermark: datetime | None = None  # newest `updated_at` processed: informational; None = judge all
+    last_id: Any = None
+    _canonical: DuplicateIndex | None = None
+
+    def advance(self, raws: list[dict[str, Any]]) -> None:
+        for raw in raws:
+            key = (raw.get("updated_at"), raw.get("_id"))
+            if isinstance(key[0], datetime) and (self.watermark is None or _order(key) > _order(
+                    (self.watermark, self.last_id))):
+                self.watermark, self.last_id = key
+
+    def canonical(self, store: DocumentStore, settings: Settings) -> DuplicateIndex:
+        """Signatures of canonical documents, read once per run; batches update it in memory."""
+        if self._canonical is None:
+            self._canonical = load_canonical_index(store, settings.near_duplicate_threshold, exclude=set())
+        return self._canonical
+
+
+def _order(key: tuple[Any, Any]) -> tuple[Any, str]:
+    updated_at, doc_id = key
+    return (updated_at if isinstance(updated_at, datetime) else datetime.min.replace(tzinfo=UTC), str(doc_id))
+
+
+def load_cursor(store: DocumentStore) -> RawCursor:
+    """What this run must process: every raw document whose (content_hash, tombstoned) differs from
+    the ledger's record of it (or has none), and every ledger entry whose raw document was deleted.
+    Without a watermark (first run, or state reset by hand) every raw document is judged again."""
     state = store.collection(Collections.PIPELINE_STATE).find_one({"_id": PIPELINE}) or {}
-    if not isinstance(state.get("watermark"), datetime):
-        return None
-    return state["watermark"], state.get("last_id", "")
+    watermark = state.get("watermark") if isinstance(state.get("watermark"), datetime) else None
+    ledger = {d["_id"]: (d.get("raw_content_hash"), bool(d.get("tombstoned")))
+              for d in store.collection(LEDGER).find({}, {"raw_content_hash": 1, "tombstoned": 1})}
+    pending: list[tuple[Any, Any]] = []
+    raws = store.collection(Collections.RAW_DOCUMENTS).find(
+        {}, {"content_hash": 1, "tombstoned_at": 1, "updated_at": 1})
+    for raw in raws:
+        made = ledger.pop(raw["_id"], None)
+        if watermark is None or made != (raw.get("content_hash"), raw.get("tombstoned_at") is not None):
+            pending.append((raw.get("updated_at"), raw["_id"]))
+    pending += [(None, doc_id) for doc_id in ledger]  # raw document deleted outright: remove what it made
+    pending.sort(key=_order)
+    return RawCursor(deque(doc_id for _, doc_id in pending), watermark, state.get("last_id"))
 
 
-def changed_raw_records(store: DocumentStore, cursor: tuple[datetime, Any] | None,
-                        limit: int) -> list[dict[str, Any]]:
-    """The next raw records after the cursor, as stored (not parsed): a malformed record must reach
-    the gate, not crash the run."""
-    query: dict[str, Any] = {"updated_at": {"$type": "date"}}
-    if cursor:
-        updated_at, last_id = cursor
-        query = {"$or": [{"updated_at": {"$gt": updated_at}}, {"updated_at": updated_at, "_id": {"$gt": last_id}}]}
-    found = store.collection(Collections.RAW_DOCUMENTS).find(query).sort([("updated_at", 1), ("_id", 1)])
-    return list(found.limit(limit))
+def changed_raw_records(store: DocumentStore, cursor: RawCursor, limit: int) -> list[dict[str, Any]]:
+    """The next pending raw records, as stored (not parsed): a malformed record must reach the gate,
+    not crash the run. A raw document deleted since the cursor was made comes back as a tombstone."""
+    ids = [cursor.pending.popleft() for _ in range(min(limit, len(cursor.pending)))]
+    if not ids:
+        return []
+    found = {r["_id"]: r for r in store.collection(Collections.RAW_DOCUMENTS).find({"_id": {"$in": ids}})}
+    return [found.get(doc_id) or {"_id": doc_id, "tombstoned_at": utcnow(), VANISHED: True,
+                                  "tombstone_reason": "deleted from raw_documents"} for doc_id in ids]
 
 
 def merge_reports(total: EtlReport, batch: EtlReport) -> None:
     for name in ("processed", "cleaned", "unchanged", "exact_duplicates", "near_duplicates", "quarantined",
-                 "quarantine_written", "removed_from_cleaned", "released_from_quarantine"):
+                 "quarantine_written", "removed_from_cleaned", "released_from_quarantine", "tombstoned",
+                 "removed_tombstoned"):
         setattr(total, name, getattr(total, name) + getattr(batch, name))
     for name in ("quarantined_by_stage", "expectation_failures", "cleaning_removed_chars"):
         setattr(total, name, dict(Counter(getattr(total, name)) + Counter(getattr(batch, name))))
@@ -189,8 +249,12 @@ def orphaned_duplicates(store: DocumentStore, batch_ids: list[str]) -> list[dict
 
 
 # --- planning: validate, clean, validate, de-duplicate (reads only) ---------------------------------
-def plan_batch(raws: list[dict[str, Any]], run_id: str, settings: Settings, store: DocumentStore) -> BatchPlan:
+def plan_batch(raws: list[dict[str, Any]], run_id: str, settings: Settings, store: DocumentStore,
+               canonical: DuplicateIndex | None = None) -> BatchPlan:
     plan = BatchPlan(report=EtlReport(run_id=run_id, processed=len(raws)))
+    canonical = canonical if canonical is not None else load_canonical_index(
+        store, settings.near_duplicate_threshold, exclude=set())
+    raws = take_tombstoned(raws, plan, canonical)
     raw_outcome = validate_records(RAW_CHECKPOINT, raw_frame(raws), settings=settings)
     candidates = _clean_valid(raws, raw_outcome, run_id, settings, plan)
     cleaned_outcome = validate_records(CLEANED_CHECKPOINT, cleaned_frame(candidates), settings=settings,
@@ -204,10 +268,25 @@ def plan_batch(raws: list[dict[str, Any]], run_id: str, settings: Settings, stor
                                                 cleaned_outcome.row_failures[doc.id], doc.model_dump(), run_id))
         else:
             good.append(doc)
-    _mark_duplicates(good, {str(r["_id"]): r for r in raws}, store, settings, plan)
+    _mark_duplicates(good, {str(r["_id"]): r for r in raws}, canonical, plan)
     _count(plan)
     _count_cleaning(candidates, settings, plan.report)
     return plan
+
+
+def take_tombstoned(raws: list[dict[str, Any]], plan: BatchPlan, canonical: DuplicateIndex) -> list[dict[str, Any]]:
+    """Set tombstoned raw records aside (their cleaned documents are removed, nothing is validated) and
+    return the live ones. Every document of the batch leaves the canonical index: it is judged again."""
+    canonical.discard(str(r["_id"]) for r in raws)
+    live = []
+    for raw in raws:
+        tombstoned = raw.get("tombstoned_at") is not None
+        if not raw.get(VANISHED):
+            plan.raw_states[raw["_id"]] = (raw.get("content_hash"), tombstoned)  # the id as stored
+        (plan.tombstoned if tombstoned else live).append(raw)
+    plan.report.processed = len(live)
+    plan.report.tombstoned = len(plan.tombstoned)
+    return live
 
 
 def raw_frame(raws: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -273,9 +352,8 @@ def _quarantine(doc_id: str, raw_hash: str, stage: str, failures: list[str], rec
                                failed_expectations=sorted(failures), record=body, etl_run_id=run_id)
 
 
-def _mark_duplicates(docs: list[CleanedDocument], raws: Mapping[str, Mapping[str, Any]], store: DocumentStore,
-                     settings: Settings, plan: BatchPlan) -> None:
-    index = load_canonical_index(store, settings.near_duplicate_threshold, exclude=set(raws))
+def _mark_duplicates(docs: list[CleanedDocument], raws: Mapping[str, Mapping[str, Any]], index: DuplicateIndex,
+                     plan: BatchPlan) -> None:
     for doc in sorted(docs, key=lambda d: _canonical_order(d, raws[d.id])):
         signature = minhash(doc.content)
         match = index.find(str(doc.kind), doc.content_hash, signature)
@@ -383,8 +461,30 @@ def apply_plan(store: DocumentStore, plan: BatchPlan) -> None:
     # A document that now fails must not linger in its old cleaned form.
     report.removed_from_cleaned = store.delete_many(Collections.CLEANED_DOCUMENTS, quarantined_ids)
     report.released_from_quarantine = store.delete_many(Collections.QUARANTINE, cleaned_ids)
-    _write_signatures(store, plan, cleaned_ids + quarantined_ids)
-    report.changed = bool(report.cleaned or report.removed_from_cleaned)
+    # A tombstoned document (gone from its source) loses what the ETL made of it; features then
+    # drops its chunks, as its cleaned document is gone.
+    tombstoned_ids = [str(r["_id"]) for r in plan.tombstoned]
+    report.removed_tombstoned = store.delete_many(Collections.CLEANED_DOCUMENTS, tombstoned_ids)
+    store.delete_many(Collections.QUARANTINE, tombstoned_ids)
+    _write_signatures(store, plan, cleaned_ids + quarantined_ids + tombstoned_ids)
+    _write_ledger(store, plan)
+    report.changed = bool(report.cleaned or report.removed_from_cleaned or report.removed_tombstoned)
+    for raw in plan.tombstoned:
+        log.info("ETL %s: %s tombstoned (%s): its cleaned document is removed", report.run_id, raw["_id"],
+                 raw.get("tombstone_reason") or "no longer at its source")
+
+
+def _write_ledger(store: DocumentStore, plan: BatchPlan) -> None:
+    """Last write of a batch: only what was committed is marked done, so a crash means a redo."""
+    ledger = store.collection(LEDGER)
+    now = utcnow()
+    ops: list[ReplaceOne | DeleteOne] = [
+        ReplaceOne({"_id": raw_id}, {"_id": raw_id, "raw_content_hash": raw_hash, "tombstoned": tombstoned,
+                                     "etl_run_id": plan.report.run_id, "at": now}, upsert=True)
+        for raw_id, (raw_hash, tombstoned) in plan.raw_states.items()]
+    ops += [DeleteOne({"_id": r["_id"]}) for r in plan.tombstoned if r.get(VANISHED)]
+    if ops:
+        ledger.bulk_write(ops, ordered=False)
 
 
 def _write_signatures(store: DocumentStore, plan: BatchPlan, batch_ids: list[str]) -> None:

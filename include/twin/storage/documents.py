@@ -48,6 +48,14 @@ LOOKUP_KEYS: dict[Collections, list[str]] = {
     Collections.QUARANTINE: ["etl_run_id"],
 }
 
+# Compound indexes holding every field a reconciliation scan reads (ETL: raw hashes against its
+# ledger; features: cleaned hashes against its manifest), so MongoDB serves those scans from the
+# index alone and incremental runs stay cheap as the corpus grows.
+COVERING_KEYS: dict[Collections, dict[str, list[str]]] = {
+    Collections.RAW_DOCUMENTS: {"by_id_hash_tombstone": ["_id", "content_hash", "tombstoned_at", "updated_at"]},
+    Collections.CLEANED_DOCUMENTS: {"by_id_hash_dup": ["_id", "content_hash", "duplicate_of"]},
+}
+
 
 class WriteOutcome(StrEnum):
     INSERTED = "inserted"
@@ -114,6 +122,9 @@ class DocumentStore:
         for name, fields in LOOKUP_KEYS.items():
             for f in fields:
                 self.collection(name).create_index([(f, ASCENDING)], name=f"by_{f}")
+        for name, indexes in COVERING_KEYS.items():
+            for index_name, fields in indexes.items():
+                self.collection(name).create_index([(f, ASCENDING) for f in fields], name=index_name)
 
     # --- generic typed access -----------------------------------------------------------------
     def get(self, name: Collections, model: type[M], id_: str) -> M | None:
