@@ -164,10 +164,8 @@ class FeaturePipeline:
 
     # --- steps ----------------------------------------------------------------------------------
     def _ensure_lookup_indexes(self) -> None:
-        # Compound indexes hold every field the reconciliation reads, so both scans can be served
-        # from the index alone (covered queries on MongoDB) and stay cheap as the corpus grows.
-        self.store.collection(Collections.CLEANED_DOCUMENTS).create_index(
-            [("_id", ASCENDING), ("content_hash", ASCENDING), ("duplicate_of", ASCENDING)], name="by_id_hash_dup")
+        # Compound indexes hold every field the reconciliation reads (see storage COVERING_KEYS).
+        self.store.ensure_indexes()  # cleaned_documents' covering index among them
         self.store.collection(MANIFEST).create_index(
             [("_id", ASCENDING), ("document_hash", ASCENDING), ("fingerprint", ASCENDING)], name="by_id_hash_fp")
 
