@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     context_max_tokens: int = Field(1024, ge=32, validation_alias=_env("TWIN_CONTEXT_MAX_TOKENS"),
         description="Token budget of the context assembled for the RAG prompt.")
 
+    # --- retrieval quality (relevance threshold, document aggregation) ------------------------
+    retrieval_min_relevance: float = Field(0.0, ge=-1, le=1, validation_alias=_env("TWIN_RETRIEVAL_MIN_RELEVANCE"),
+        description="Cosine similarity of the best passage below which retrieval reports that the index "
+                    "holds no answer (chosen on labelled questions; 0 never refuses).")
+    retrieval_aggregate_weight: float = Field(0.3, ge=0, validation_alias=_env("TWIN_RETRIEVAL_AGGREGATE_WEIGHT"),
+        description="Document aggregation: weight of a document's further chunks beside its best one.")
+
     # --- experiment tracking -----------------------------------------------------------------
     mlflow_tracking_uri: str | None = Field(None, validation_alias=_env("MLFLOW_TRACKING_URI"),
         description="MLflow tracking server; unset means the local stack's server on TWIN_MLFLOW_PORT.")
@@ -169,6 +176,19 @@ class Settings(BaseSettings):
     etl_batch_size: int = Field(1000, ge=1, validation_alias=_env("TWIN_ETL_BATCH_SIZE"),
         description="Raw documents per ETL batch (the quality gate and watermark apply per batch).")
 
+    # --- ETL: lossless cleaning and a gate that cannot wedge ----------------------------------
+    cleaning_max_loss_share: float = Field(0.2, ge=0, le=1, validation_alias=_env("TWIN_CLEANING_MAX_LOSS_SHARE"),
+        description="Share of a document's text that cleaning may remove; a document losing more is quarantined, not shortened.")
+    quarantine_min_batch: int = Field(20, ge=1, validation_alias=_env("TWIN_QUARANTINE_MIN_BATCH"),
+        description="Smallest batch TWIN_QUARANTINE_MAX_SHARE applies to; a smaller batch quarantines its failures, goes on and reports an alert.")
+
+    # --- data-quality report (offline assets, retention) --------------------------------------
+    report_assets_dir: Path | None = Field(None, validation_alias=_env("TWIN_REPORT_ASSETS_DIR"),
+        description="Local copies of the report's scripts and styles (scripts/install_report_assets.sh); "
+                    "unset means the project's vendor/report-assets.")
+    quality_report_keep_runs: int = Field(20, ge=1, validation_alias=_env("TWIN_QUALITY_REPORT_KEEP_RUNS"),
+        description="ETL runs whose validations the data-quality report keeps; older ones are pruned.")
+
     # --- chunking ----------------------------------------------------------------------------
     chunk_tokens: int = Field(256, ge=16, validation_alias=_env("TWIN_CHUNK_TOKENS"),
         description="Chunk size in embedding-model tokens (capped at the model's window).")
@@ -248,12 +268,6 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()
 
     # --- derived values ----------------------------------------------------------------------
-    # --- ETL: lossless cleaning and a gate that cannot wedge ----------------------------------
-    cleaning_max_loss_share: float = Field(0.2, ge=0, le=1, validation_alias=_env("TWIN_CLEANING_MAX_LOSS_SHARE"),
-        description="Share of a document's text that cleaning may remove; a document losing more is quarantined, not shortened.")
-    quarantine_min_batch: int = Field(20, ge=1, validation_alias=_env("TWIN_QUARANTINE_MIN_BATCH"),
-        description="Smallest batch TWIN_QUARANTINE_MAX_SHARE applies to; a smaller batch quarantines its failures, goes on and reports an alert.")
-
     @property
     def resolved_mongodb_uri(self) -> str:
         return self.mongodb_uri or f"mongodb://{self.host}:{self.mongo_port}/"

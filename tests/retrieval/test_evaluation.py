@@ -30,7 +30,8 @@ def test_metrics_on_a_ranking_worked_out_by_hand() -> None:
     dcg = 1 / math.log2(3) + 1 / math.log2(7)
     ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4)
     assert scores["ndcg@10"] == pytest.approx(dcg / ideal)
-    assert score_ranking([], ["/a"]) == {"recall@5": 0.0, "recall@10": 0.0, "mrr": 0.0, "ndcg@10": 0.0}
+    assert score_ranking([], ["/a"]) == {"hit@1": 0.0, "recall@5": 0.0, "recall@10": 0.0, "mrr": 0.0, "ndcg@10": 0.0}
+    assert score_ranking([("/b",), ("/a",)], ["/b"])["hit@1"] == 1.0
 
 
 def test_a_second_document_of_an_already_found_item_gains_nothing() -> None:
@@ -77,14 +78,16 @@ def test_evaluation_reports_each_retriever_and_says_what_it_skipped(indexed_corp
         EvalQuery("code", "function returning the smallest virtual runtime", ["/linus/repo/sched.py"]),
     ]
     report = evaluate(retriever, queries)
-    assert list(report.results) == ["bm25", "vector", "hybrid"]
+    assert list(report.results) == ["bm25", "vector", "hybrid", "hybrid_selfquery", "hybrid_docagg",
+                                    "hybrid_selfquery_docagg"]
     assert any("no LLM" in n for n in report.notes) and any("no reranker" in n for n in report.notes)
     for name, values in report.results.items():
-        assert set(values) == {"recall@5", "recall@10", "mrr", "ndcg@10"}
+        assert {"hit@1", "recall@5", "recall@10", "mrr", "ndcg@10"} <= set(values)
         assert all(0.0 <= v <= 1.0 for v in values.values()), name
+        assert "fp_rate" not in values, "no unanswerable question, no false-positive rate"
         assert set(report.per_query[name]) == {"kw", "para", "code"}
     assert report.per_query["bm25"]["kw"]["mrr"] == 1.0
     assert report.per_query["vector"]["para"]["mrr"] == 1.0
     assert report.results["hybrid"]["recall@10"] == 1.0
     table = format_table(report)
-    assert "recall@5" in table and "hybrid" in table.splitlines()[-1]
+    assert "hit@1" in table and "recall@5" in table and "hybrid" in table.splitlines()[-1]

@@ -6,6 +6,11 @@
 - posts: whole when they fit, else short sentence windows.
 Units longer than a window (a huge sentence, a minified line) fall back to plain token windows.
 Chunk texts are slices of the document, so paragraphs and code indentation survive.
+
+Contextual headers (opt-in; on the labelled hard set they lowered hit@1, so off): each chunk's text starts with the
+document title and the section heading it falls under ("Title › Heading"), so that a passage that
+never repeats its topic is still found by it, in BM25 and in the embedding alike. The header's
+tokens count against the chunk size.
 """
 
 from __future__ import annotations
@@ -37,11 +42,25 @@ class Tokenizer(Protocol):
     def token_spans(self, text: str) -> list[Span]: ...
 
 
+# A section heading as cleaning leaves it: a short line of its own between blank lines, capitalised,
+# without sentence punctuation or code characters; a Markdown heading ("## Results") too.
+_HEADING = re.compile(r"(?:^|\n[ \t]*\n)[ \t]*(?:#{1,6}[ \t]+)?"
+                      r"([A-Z0-9][^\n.!?;:=(){}\[\]<>`|\\/_*#]{1,80}[^\n.!?;:,=(){}\[\]<>`|\\/_*#\s])"
+                      r"[ \t]*(?=\n[ \t]*\n|\Z)")
+HEADER_SEPARATOR = " › "
+
+
+def section_headings(text: str) -> list[tuple[int, str]]:
+    """(offset, heading) of each section heading in a cleaned text, in order."""
+    return [(m.start(1), m.group(1).strip()) for m in _HEADING.finditer(text) if len(m.group(1).split()) <= 12]
+
+
 @dataclass(frozen=True)
 class ChunkSizes:
     max_tokens: int = 256
     overlap_tokens: int = 32
     post_max_tokens: int = 128  # long posts are cut into windows this short
+    contextual_headers: bool = False  # prefix article and post chunks with "Title › Section" (measured: hurt)
 
     def __post_init__(self) -> None:
         if self.overlap_tokens >= self.max_tokens:
@@ -133,8 +152,20 @@ class Chunker:
 
     def chunk(self, doc: CleanedDocument) -> list[Chunk]:
         chunks = []
-        for index, (start, end) in enumerate(self.windows(doc.content, doc.kind)):
+        use_headers = self.sizes.contextual_headers and doc.kind is not DocumentKind.CODE
+        headings = section_headings(doc.content) if use_headers else []
+        # Leave room for the header: the longest one this document can get, counted once.
+        reserve = 0
+        if use_headers:
+            longest = max([self._header(doc.title, h) for _, h in headings] or [self._header(doc.title, None)],
+                          key=len)
+            reserve = self.tokenizer.count_tokens(longest) + 2
+        for index, (start, end) in enumerate(self._windows_within(doc.content, doc.kind, reserve)):
             text = doc.content[start:end]
+            if use_headers:
+                section = next((h for offset, h in reversed(headings) if offset <= start), None)
+                header = self._header(doc.title, section if section != text.strip() else None)
+                text = f"{header}\n\n{text}" if header else text
             chunks.append(Chunk(
                 id=stable_id(doc.id, str(index), content_hash(text)),
                 document_id=doc.id, chunk_index=index, kind=doc.kind,
@@ -144,6 +175,21 @@ class Chunker:
                 published_at=doc.published_at, document_hash=doc.content_hash,
             ))
         return chunks
+
+    @staticmethod
+    def _header(title: str | None, section: str | None) -> str:
+        parts = [p.strip() for p in (title, section) if p and p.strip()]
+        return HEADER_SEPARATOR.join(dict.fromkeys(parts))  # a heading equal to the title once
+
+    def _windows_within(self, text: str, kind: DocumentKind, reserve: int) -> list[Span]:
+        """Windows whose text plus a header of `reserve` tokens still fits the chunk size."""
+        if reserve <= 0:
+            return self.windows(text, kind)
+        room = max(16, self.sizes.max_tokens - reserve)
+        inner = Chunker(self.tokenizer, ChunkSizes(
+            max_tokens=room, overlap_tokens=min(self.sizes.overlap_tokens, room // 2),
+            post_max_tokens=max(8, min(self.sizes.post_max_tokens, room)), contextual_headers=False))
+        return inner.windows(text, kind)
 
     # --- packing -------------------------------------------------------------------------------
     def _count(self, text: str, span: Span) -> int:

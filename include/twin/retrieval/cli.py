@@ -113,9 +113,16 @@ def _hit_text(rank: int, hit: SearchHit) -> str:
 @eval_app.command("retrieval")
 def eval_retrieval(
     queries: Path = typer.Option(SAMPLE_QUERIES, "--queries", help="Labelled queries (JSONL, see README)."),
+    corpus: Path | None = typer.Option(None, "--corpus",
+                                       help="Index this labelled corpus folder (<author>/<slug>.md) on its own "
+                                            "and evaluate on it, beside the plain baseline, instead of the "
+                                            "configured index."),
+    split: str | None = typer.Option(None, "--split", help="Only the questions of this split (e.g. untuned)."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the metrics to MLflow."),
 ) -> None:
-    """Print recall@5, recall@10, MRR and nDCG@10 for BM25, vectors and hybrid; log them to MLflow."""
+    """Print hit@1, recall@5, recall@10, MRR and nDCG@10 (overall and per question kind) for BM25,
+    vectors, hybrid and hybrid with each optional step, and the relevance threshold's false-positive
+    (unanswerable) and false-negative (answerable) rates; log them to MLflow."""
     from twin.retrieval.evaluation import EvalFileError, evaluate, format_table, load_queries, log_to_mlflow
     from twin.retrieval.retriever import build_retriever
     from twin.settings import get_settings
@@ -127,9 +134,16 @@ def eval_retrieval(
         raise typer.Exit(2) from None
     for problem in skipped:
         typer.echo(f"skipped {problem}", err=True)
+    if split is not None:
+        loaded = [q for q in loaded if q.split == split]
+        if not loaded:
+            typer.echo(f"twin: no question of split {split!r} in {queries}", err=True)
+            raise typer.Exit(2)
     settings = get_settings()
-    retriever = build_retriever(settings)
-    report = evaluate(retriever, loaded)
+    if corpus is not None:
+        report = _evaluate_corpus(corpus, loaded, settings)
+    else:
+        report = evaluate(build_retriever(settings), loaded)
     report.skipped_lines = skipped
     typer.echo(format_table(report))
     for note in report.notes:
@@ -140,10 +154,28 @@ def eval_retrieval(
               "search_backend": settings.search_backend, "embedding_model": settings.embedding_model,
               "fusion": settings.hybrid_fusion, "bm25_weight": settings.hybrid_bm25_weight,
               "vector_weight": settings.hybrid_vector_weight, "chunk_tokens": settings.chunk_tokens,
-              "reranker": settings.reranker_model or "none"}
+              "reranker": settings.reranker_model or "none", "split": split or "all",
+              "corpus": corpus.name if corpus else "index", "min_relevance": settings.retrieval_min_relevance,
+              "aggregate_weight": settings.retrieval_aggregate_weight}
     try:
         run_id = log_to_mlflow(report, settings, params)
     except Exception as exc:  # the table is printed already; say clearly what did not happen
         typer.echo(f"twin: could not log to MLflow at {settings.resolved_mlflow_uri}: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"logged to MLflow run {run_id} at {settings.resolved_mlflow_uri}")
+
+
+def _evaluate_corpus(folder: Path, queries: list[Any], settings: Any) -> Any:
+    from twin.features.embedding import get_embedder
+    from twin.features.pipeline import chunk_sizes
+    from twin.retrieval.labelled import CorpusError, evaluate_corpus, load_corpus
+    from twin.retrieval.retriever import weights_from_settings
+
+    try:
+        corpus = load_corpus(folder)
+    except CorpusError as exc:
+        typer.echo(f"twin: {exc}", err=True)
+        raise typer.Exit(2) from None
+    embedder = get_embedder(settings)
+    return evaluate_corpus(corpus, queries, embedder, sizes=chunk_sizes(settings, embedder),
+                           weights=weights_from_settings(settings), min_relevance=settings.retrieval_min_relevance)

@@ -28,6 +28,16 @@ class RetrievalResult:
     filters: SearchFilters
     phrasings: list[str]  # the question and any expansions that were searched
     notes: list[str] = field(default_factory=list)  # steps skipped or adjusted, and why
+    # How well the best passage matches the question: the cosine similarity of the query and its
+    # nearest chunk (within the filters), None in BM25 mode. Compared with `min_relevance` (chosen on
+    # labelled questions, TWIN_RETRIEVAL_MIN_RELEVANCE) it says whether the index holds an answer.
+    relevance: float | None = None
+    min_relevance: float = 0.0
+
+    @property
+    def answerable(self) -> bool:
+        """False when nothing in the index matches the question well enough to answer from it."""
+        return bool(self.hits) and (self.relevance is None or self.relevance >= self.min_relevance)
 
 
 def dedupe_hits(hits: Sequence[SearchHit]) -> list[SearchHit]:
@@ -48,7 +58,8 @@ def dedupe_hits(hits: Sequence[SearchHit]) -> list[SearchHit]:
 class Retriever:
     def __init__(self, index: SearchIndex, embedder: Embedder, *, authors: Sequence[Author] = (),
                  llm: QueryLLM | None = None, reranker: Reranker | None = None,
-                 weights: HybridWeights | None = None, rerank_candidates: int = 30) -> None:
+                 weights: HybridWeights | None = None, rerank_candidates: int = 30,
+                 min_relevance: float = 0.0, aggregate_weight: float = 0.3) -> None:
         self.index = index
         self.embedder = embedder
         self.llm = llm
@@ -56,6 +67,8 @@ class Retriever:
         self.weights = weights or HybridWeights()
         self.self_query = SelfQuery(authors, llm)
         self.rerank_candidates = rerank_candidates
+        self.min_relevance = min_relevance
+        self.aggregate_weight = aggregate_weight
         self._query_vectors: dict[str, list[float]] = {}  # a query is embedded once, whatever the mode
 
     def query_vector(self, query: str) -> list[float]:
@@ -78,7 +91,8 @@ class Retriever:
         raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
 
     def retrieve(self, query: str, *, k: int = 10, filters: SearchFilters | None = None, mode: Mode = "hybrid",
-                 self_query: bool = True, expand: bool = False, rerank: bool = False) -> RetrievalResult:
+                 self_query: bool = True, expand: bool = False, rerank: bool = False,
+                 aggregate: bool = False) -> RetrievalResult:
         if not query.strip():
             raise ValueError("the query is empty")
         notes: list[str] = []
@@ -106,7 +120,14 @@ class Retriever:
         if use_reranker:
             assert self.reranker is not None
             hits = self.reranker.rerank(query, hits, k)
-        return RetrievalResult(query=query, hits=hits[:k], filters=filters, phrasings=phrasings, notes=notes)
+        if aggregate:
+            hits = aggregate_by_document(hits, self.aggregate_weight)
+        relevance = None
+        if mode != "bm25" and hits:
+            nearest = self.index.search_vector(self.query_vector(query), 1, filters)
+            relevance = nearest[0].score if nearest else None
+        return RetrievalResult(query=query, hits=hits[:k], filters=filters, phrasings=phrasings, notes=notes,
+                               relevance=relevance, min_relevance=self.min_relevance)
 
     def _expansions(self, query: str, expand: bool, notes: list[str]) -> list[str]:
         if not expand:
@@ -123,6 +144,20 @@ class Retriever:
             notes.append("reranking skipped: no reranker model is configured (TWIN_RERANKER_MODEL)")
             return False
         return True
+
+
+def aggregate_by_document(hits: Sequence[SearchHit], weight: float) -> list[SearchHit]:
+    """Rank documents by their best chunk's score plus `weight` times the scores of their other
+    chunks (a document that matches in several places beats one lucky chunk), then list each
+    document's chunks together, best document first. Scores of a ranking are positive (RRF, cosine,
+    BM25); the chunks keep their own scores."""
+    by_doc: dict[str, list[SearchHit]] = {}
+    for hit in hits:
+        by_doc.setdefault(hit.chunk.document_id, []).append(hit)
+    def doc_score(group: list[SearchHit]) -> float:
+        return group[0].score + weight * sum(max(h.score, 0.0) for h in group[1:])
+    order = sorted(by_doc.values(), key=lambda group: -doc_score(group))  # stable: ties keep rank order
+    return [hit for group in order for hit in group]
 
 
 def _relaxations(explicit: SearchFilters, inferred: SearchFilters) -> list[tuple[SearchFilters, str]]:
@@ -181,4 +216,6 @@ def build_retriever(settings: Any = None, *, store: Any = None, index: SearchInd
             store.close()
     reranker = get_reranker(settings.reranker_model, settings.embedding_device) if settings.reranker_model else None
     return Retriever(index or get_search_index(settings), get_embedder(settings), authors=authors, llm=llm,
-                     reranker=reranker, weights=weights_from_settings(settings))
+                     reranker=reranker, weights=weights_from_settings(settings),
+                     min_relevance=settings.retrieval_min_relevance,
+                     aggregate_weight=settings.retrieval_aggregate_weight)

@@ -1,0 +1,133 @@
+"""A labelled corpus on disk, indexed on its own for evaluation: `twin eval retrieval --corpus DIR`.
+
+Layout: `DIR/<author-id>/<slug>.md`, each a post with a front matter block (`title`, `published`,
+optional `author`: the display name). The text is turned into what cleaning makes of an HTML
+article (headings as lines of their own, code fences dropped, code and tables kept), so the
+chunker sees what the platform's pipeline would give it. Documents get the URL path
+`/<author-id>/<slug>`, which is what the query file's `relevant` lists name.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from twin.features.chunking import Chunker, ChunkSizes, ModelTokenizer
+from twin.features.embedding import Embedder
+from twin.models import Author, Chunk, CleanedDocument, DocumentKind, EmbeddedChunk, content_hash, stable_id
+from twin.retrieval.evaluation import EvalConfig, EvalQuery, EvalReport
+from twin.search.base import HybridWeights
+from twin.search.lancedb_index import LanceDBSearchIndex
+
+CORPUS_HOST = "https://corpus.invalid"  # never fetched: the documents are read from disk
+_FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
+_FENCE = re.compile(r"^```[^\n]*\n", re.MULTILINE)
+_MD_HEADING = re.compile(r"^#{1,6}[ \t]+", re.MULTILINE)
+
+
+class CorpusError(ValueError):
+    """The corpus folder cannot be read."""
+
+
+@dataclass
+class LabelledCorpus:
+    authors: list[Author]
+    documents: list[CleanedDocument]
+
+
+def load_corpus(folder: Path) -> LabelledCorpus:
+    if not folder.is_dir():
+        raise CorpusError(f"corpus folder {folder} does not exist")
+    authors, documents = [], []
+    for author_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        posts = sorted(author_dir.glob("*.md"))
+        if not posts:
+            continue
+        name = None
+        for post in posts:
+            doc = _document(author_dir.name, post)
+            name = name or doc.author_name
+            documents.append(doc)
+        authors.append(Author(id=author_dir.name, name=name or author_dir.name))
+    if not documents:
+        raise CorpusError(f"no posts (<author>/<slug>.md) under {folder}")
+    return LabelledCorpus(authors, documents)
+
+
+def _document(author_id: str, path: Path) -> CleanedDocument:
+    raw = path.read_text(encoding="utf-8")
+    match = _FRONT_MATTER.match(raw)
+    if not match:
+        raise CorpusError(f"{path}: no front matter (--- title: ... ---)")
+    meta = dict(line.split(":", 1) for line in match.group(1).splitlines() if ":" in line)
+    meta = {k.strip(): v.strip() for k, v in meta.items()}
+    body = _MD_HEADING.sub("", _FENCE.sub("", raw[match.end():])).strip()
+    name = meta.get("author") or " ".join(part.capitalize() for part in author_id.split("-"))
+    published = datetime.fromisoformat(meta["published"]).replace(tzinfo=UTC) if "published" in meta else None
+    doc_id = stable_id(author_id, path.stem)
+    return CleanedDocument(
+        id=doc_id, raw_id=doc_id, kind=DocumentKind.ARTICLE, url=f"{CORPUS_HOST}/{author_id}/{path.stem}",
+        author_id=author_id, author_name=name, title=meta.get("title") or path.stem, content=body,
+        published_at=published, content_hash=content_hash(body), raw_content_hash=content_hash(raw),
+        cleaned_at=datetime.now(UTC), etl_run_id="labelled-corpus")
+
+
+def word_windows(doc: CleanedDocument, words: int) -> list[Chunk]:
+    """The plain baseline's chunks: consecutive windows of `words` whitespace-separated words."""
+    tokens = doc.content.split()
+    chunks = []
+    for index, start in enumerate(range(0, len(tokens), words)):
+        text = " ".join(tokens[start:start + words])
+        chunks.append(Chunk(id=stable_id(doc.id, "w", str(index)), document_id=doc.id, chunk_index=index,
+                            kind=doc.kind, author_id=doc.author_id, author_name=doc.author_name, url=doc.url,
+                            title=doc.title, text=text, token_count=len(text.split()),
+                            published_at=doc.published_at, document_hash=doc.content_hash))
+    return chunks
+
+
+def index_chunks(chunks: Sequence[Chunk], embedder: Embedder, root: Path | None = None,
+                 name: str = "labelled") -> LanceDBSearchIndex:
+    """Embed and write chunks into a fresh embedded index (in a temporary folder unless `root`)."""
+    folder = root or Path(tempfile.mkdtemp(prefix="twin-labelled-"))
+    index = LanceDBSearchIndex(folder, name)
+    index.ensure(embedder.dimension)
+    vectors = embedder.encode([c.text for c in chunks])
+    result = index.upsert([EmbeddedChunk(**c.model_dump(), embedding=v) for c, v in zip(chunks, vectors, strict=True)])
+    if not result.ok:
+        raise CorpusError(f"{len(result.failures)} chunks could not be indexed: {result.failures[:3]}")
+    return index
+
+
+def chunk_corpus(corpus: LabelledCorpus, embedder: Embedder, sizes: ChunkSizes) -> list[Chunk]:
+    chunker = Chunker(ModelTokenizer(embedder.tokenizer), sizes)
+    return [c for doc in corpus.documents for c in chunker.chunk(doc)]
+
+
+BASELINE_WORDS = 120  # the plain baseline: RRF over BM25 and vectors on 120-word windows
+
+
+def evaluate_corpus(corpus: LabelledCorpus, queries: Sequence[EvalQuery], embedder: Embedder, *,
+                    sizes: ChunkSizes | None = None, weights: HybridWeights | None = None,
+                    min_relevance: float = 0.0, configs: Sequence[EvalConfig] | None = None) -> EvalReport:
+    """Index the corpus with the platform's chunker (`sizes`) in a temporary embedded index and
+    evaluate `configs` (default: every configuration) on `queries`; plus the plain baseline, in the
+    same run, as the configuration "baseline"."""
+    from twin.retrieval.evaluation import evaluate
+    from twin.retrieval.retriever import Retriever
+
+    with tempfile.TemporaryDirectory(prefix="twin-labelled-") as folder:
+        base_index = index_chunks([c for d in corpus.documents for c in word_windows(d, BASELINE_WORDS)],
+                                  embedder, Path(folder), "baseline")
+        baseline = evaluate(Retriever(base_index, embedder, min_relevance=min_relevance), queries,
+                            [EvalConfig("baseline", "hybrid")])
+        index = index_chunks(chunk_corpus(corpus, embedder, sizes or ChunkSizes()), embedder, Path(folder),
+                             "platform")
+        retriever = Retriever(index, embedder, authors=corpus.authors, weights=weights, min_relevance=min_relevance)
+        report = evaluate(retriever, queries, configs)
+    for part in ("results", "per_query", "per_kind"):
+        getattr(report, part).update(getattr(baseline, part))
+    return report
