@@ -1,0 +1,7 @@
+from tests.llm.support import (  # noqa: F401  (fixtures)
+    llm_env,
+    local_backend,
+    model_cache_dir,
+    openai_server,
+    openai_server_session,
+)
