@@ -10,10 +10,15 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 PYTEST_ARGS ?=
 
-.PHONY: install opensearch demo test lint bench lock down clean
+.PHONY: install opensearch browser demo test lint bench lock down clean
 
 install:
 	@bash scripts/install.sh
+	@bash scripts/install_report_assets.sh
+
+# Debian's chromium, which the data-quality report test renders the report in (apt-get, as root).
+browser:
+	@bash scripts/install_chromium.sh
 
 # A real OpenSearch 2.19 node with the k-NN plugin, fetched by Maven coordinates into vendor/.
 opensearch:
@@ -22,7 +27,7 @@ opensearch:
 demo: install
 	@$(BIN)/twin demo
 
-test: install opensearch lint
+test: install opensearch browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

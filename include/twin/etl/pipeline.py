@@ -255,9 +255,10 @@ def plan_batch(raws: list[dict[str, Any]], run_id: str, settings: Settings, stor
     canonical = canonical if canonical is not None else load_canonical_index(
         store, settings.near_duplicate_threshold, exclude=set())
     raws = take_tombstoned(raws, plan, canonical)
-    raw_outcome = validate_records(RAW_CHECKPOINT, raw_frame(raws), settings=settings)
+    raw_outcome = validate_records(RAW_CHECKPOINT, raw_frame(raws), settings=settings, run_name=run_id)
     candidates = _clean_valid(raws, raw_outcome, run_id, settings, plan)
     cleaned_outcome = validate_records(CLEANED_CHECKPOINT, cleaned_frame(candidates), settings=settings,
+                                       run_name=run_id,
                                        parameters={"cleaning_max_loss_share": settings.cleaning_max_loss_share})
     plan.report.validated = True
     plan.batch_failures = raw_outcome.batch_failures + cleaned_outcome.batch_failures

@@ -112,10 +112,11 @@ def data_docs_dir(settings: Settings | None = None) -> Path:
 
 
 def validate_records(name: str, frame: pd.DataFrame, *, parameters: Mapping[str, Any] | None = None,
-                     settings: Settings | None = None) -> ValidationOutcome:
+                     settings: Settings | None = None, run_name: str | None = None) -> ValidationOutcome:
     """Run checkpoint `name` over the records in `frame` and return which rows failed what.
 
     `parameters` fills the suite's `{"$PARAMETER": name}` placeholders (bounds that come from settings).
+    `run_name` names the validation run in the report (the ETL run id); GX's default is "__none__".
     An empty frame is not validated (nothing to judge, and it would only add noise to the report).
     """
     settings = settings or get_settings()
@@ -126,8 +127,15 @@ def validate_records(name: str, frame: pd.DataFrame, *, parameters: Mapping[str,
     if frame.empty:
         return ValidationOutcome(checkpoint=name, suite=spec.suite, success=True, evaluated_rows=0)
     checkpoint = _checkpoint(gx_context(settings.data_dir), spec, load_suite_definition(spec.suite, directory))
-    result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=dict(parameters or {}))
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=dict(parameters or {}),
+                            run_id=_run_identifier(run_name))
     return _outcome(spec, result, len(frame))
+
+
+def _run_identifier(run_name: str | None) -> Any:
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    return RunIdentifier(run_name=run_name) if run_name else None
 
 
 def _checkpoint(context: AbstractDataContext, spec: CheckpointSpec, suite_data: dict[str, Any]) -> Any:
@@ -186,3 +194,38 @@ def build_data_docs(settings: Settings | None = None) -> Path:
     settings = settings or get_settings()
     gx_context(settings.data_dir).build_data_docs()
     return data_docs_dir(settings)
+
+
+def prune_validation_runs(keep: int, settings: Settings | None = None) -> list[str]:
+    """Keep the validation results (and their Data Docs pages) of the `keep` latest runs, by run name;
+    delete the older ones and rebuild the site's index. Returns the run names removed, oldest first."""
+    settings = settings or get_settings()
+    context = gx_context(settings.data_dir)
+    store = context.validation_results_store
+    keys = store.list_keys()
+    latest: dict[str, Any] = {}  # run name -> its latest run time
+    for key in keys:
+        name, when = key.run_id.run_name or "__none__", key.run_id.run_time
+        latest[name] = max(latest.get(name, when), when)
+    by_age = sorted(latest, key=lambda name: latest[name])
+    removed = by_age[: max(0, len(by_age) - keep)]
+    if not removed:
+        return []
+    site = data_docs_dir(settings)
+    for key in keys:
+        if (key.run_id.run_name or "__none__") in removed:
+            store.remove_key(key)
+            page = site / "validations" / Path(*key.to_tuple()[:-1]) / f"{key.to_tuple()[-1]}.html"
+            page.unlink(missing_ok=True)
+    for root in (site / "validations", settings.data_dir / "gx" / "uncommitted" / "validations"):
+        _remove_empty_folders(root)  # GX's file store leaves the removed results' folders behind
+    kept = [key for key in keys if (key.run_id.run_name or "__none__") not in removed]
+    # Renders one page (GX renders every page when given none) and, above all, the index.
+    context.build_data_docs(resource_identifiers=kept[:1] or None)
+    return removed
+
+
+def _remove_empty_folders(root: Path) -> None:
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
