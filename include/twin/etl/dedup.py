@@ -75,7 +75,9 @@ class DuplicateIndex:
             self._exact_key[doc_id] = (kind, content_hash)
         if doc_id in self._signatures:
             return
-        lsh = self._lsh.setdefault(kind, MinHashLSH(threshold=self.threshold, num_perm=NUM_PERM))
+        lsh = self._lsh.get(kind)
+        if lsh is None:  # built once per kind: choosing its band layout integrates numerically (~50 ms)
+            lsh = self._lsh[kind] = MinHashLSH(threshold=self.threshold, num_perm=NUM_PERM)
         lsh.insert(doc_id, signature)
         self._signatures[doc_id] = signature
 
