@@ -9,6 +9,8 @@ from __future__ import annotations
 RAW_DOCUMENTS_ASSET = "raw_documents"
 CLEANED_DOCUMENTS_ASSET = "cleaned_documents"
 CHUNKS_ASSET = "chunks"
+DATASETS_ASSET = "datasets"  # a new fine-tuning dataset version (extra: author, version)
+MODELS_ASSET = "models"  # a twin version became champion (extra: author, version)
 
 # Airflow pool that caps concurrent fetches of the crawl DAG; `twin stack up` creates it.
 CRAWL_POOL = "crawl_fetch"

@@ -261,6 +261,36 @@ class Settings(BaseSettings):
     dataset_answer_max_new_tokens: int = Field(160, ge=4, validation_alias=_env("TWIN_DATASET_ANSWER_MAX_NEW_TOKENS"),
         description="Tokens the base model may spend on one rejected answer.")
 
+    # --- training, evaluation gate and promotion (twin.training, twin.evaluation, twin.registry) --
+    training_experiment: str = Field("twin-training", validation_alias=_env("TWIN_TRAINING_EXPERIMENT"),
+        description="MLflow experiment of training runs (each registers a version of twin-<author>).")
+    training_config: Path | None = Field(None, validation_alias=_env("TWIN_TRAINING_CONFIG"),
+        description="Training config YAML for the training DAG; unset: training/config.yaml.")
+    training_backend: Literal["local"] = Field("local", validation_alias=_env("TWIN_TRAINING_BACKEND"),
+        description="Where the training DAG trains: local (the deepspeed launcher as a subprocess).")
+    training_num_procs: int = Field(2, ge=1, validation_alias=_env("TWIN_TRAINING_NUM_PROCS"),
+        description="Ranks the deepspeed launcher starts (GPUs where there are GPUs, else CPU processes).")
+    training_timeout_s: float = Field(7200.0, gt=0, validation_alias=_env("TWIN_TRAINING_TIMEOUT_S"),
+        description="Longest a training subprocess may run before the DAG task stops it.")
+    eval_max_examples: int = Field(16, ge=1, validation_alias=_env("TWIN_EVAL_MAX_EXAMPLES"),
+        description="Held-out instructions the evaluation answers (per model).")
+    eval_max_new_tokens: int = Field(96, ge=8, validation_alias=_env("TWIN_EVAL_MAX_NEW_TOKENS"),
+        description="Tokens each evaluated model may spend on one answer (greedy decoding).")
+    eval_bootstrap_samples: int = Field(1000, ge=100, validation_alias=_env("TWIN_EVAL_BOOTSTRAP_SAMPLES"),
+        description="Bootstrap resamples behind the style-similarity confidence intervals (95%).")
+    gate_min_style_gain: float = Field(0.0, validation_alias=_env("TWIN_GATE_MIN_STYLE_GAIN"),
+        description="Gate: the lower 95% bound of (twin - base) style similarity must exceed this.")
+    gate_min_authorship_gain: float = Field(0.0, validation_alias=_env("TWIN_GATE_MIN_AUTHORSHIP_GAIN"),
+        description="Gate: twin's share of answers attributed to the author minus the base model's must exceed this.")
+    gate_max_perplexity_ratio: float = Field(1.0, gt=0, validation_alias=_env("TWIN_GATE_MAX_PERPLEXITY_RATIO"),
+        description="Gate: twin's held-out perplexity may be at most this times the base model's.")
+    gate_champion_tolerance: float = Field(0.0, ge=0, validation_alias=_env("TWIN_GATE_CHAMPION_TOLERANCE"),
+        description="Gate: the twin's style similarity and authorship share may trail the champion's by at most this.")
+    approval_timeout_s: float = Field(7 * 86400.0, gt=0, validation_alias=_env("TWIN_APPROVAL_TIMEOUT_S"),
+        description="How long the training DAG waits for a person's decision; on timeout nothing is approved.")
+    approval_poll_s: float = Field(30.0, gt=0, validation_alias=_env("TWIN_APPROVAL_POLL_S"),
+        description="How often the waiting task looks for a decision made in the MLflow UI (the approval tag).")
+
     @field_validator("data_dir", "sources_file")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -126,6 +126,14 @@ class LocalBackend:
         self.device = device
         self._lock = threading.Lock()  # one generate at a time: the seed is process-wide torch state
 
+    @classmethod
+    def from_loaded(cls, tokenizer: Any, model: Any, *, name: str, revision: str, cache_dir: Path) -> LocalBackend:
+        """A backend over weights already in memory (a PEFT model under evaluation, say)."""
+        backend = cls(name, cache_dir=cache_dir)
+        tokenizer.padding_side = "left"
+        backend.__dict__["_loaded"] = (tokenizer, model, revision)  # fills the cached property
+        return backend
+
     @cached_property
     def _loaded(self) -> tuple[Any, Any, str]:
         import torch
