@@ -36,6 +36,7 @@ class Collections(StrEnum):
     CLEANED_DOCUMENTS = "cleaned_documents"
     QUARANTINE = "quarantine"
     PIPELINE_STATE = "pipeline_state"  # watermarks and other small per-pipeline state
+    DATASET_GENERATIONS = "dataset_generations"  # cached generator replies of dataset builds
 
 
 # Unique indexes make duplicates impossible even under concurrent writers.
