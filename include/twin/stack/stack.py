@@ -19,11 +19,32 @@ from twin.stack.process import (
     StackError,
     log_tail,
     port_is_free,
+    process_tree,
     read_pid_file,
     spawn,
     stop_tree,
     write_pid_file,
 )
+
+
+def pss_bytes(pid: int) -> int:
+    """A process's PSS from /proc/<pid>/smaps_rollup (0 when it is gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass(frozen=True)
+class ComponentMemory:
+    name: str
+    processes: int
+    pss_bytes: int
+
 
 # Names that stand for several components on the command line.
 GROUPS = {"airflow": ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")}
@@ -173,6 +194,19 @@ class Stack:
             proc = self._process(comp)
             rows.append(ComponentStatus(comp.name, proc.pid if proc else None, comp.url(),
                                         proc is not None and comp.healthy()))
+        return rows
+
+    def memory(self, only: Iterable[str] | None = None) -> list[ComponentMemory]:
+        """Proportional set size (PSS) of each running component's whole process tree: shared pages are
+        split between the processes that map them, so the sum is what the stack really holds."""
+        selected = self.select(only, closure="none") if only is not None else self.components
+        rows = []
+        for comp in selected:
+            proc = self._process(comp)
+            if proc is None:
+                continue
+            tree = process_tree(proc, proc.pid)
+            rows.append(ComponentMemory(comp.name, len(tree), sum(pss_bytes(p.pid) for p in tree)))
         return rows
 
     def expected(self) -> list[str]:
