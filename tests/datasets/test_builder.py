@@ -133,6 +133,8 @@ def test_filters_name_what_they_reject() -> None:
     assert F.parse_instruction(_reply("   ")) == (None, F.EMPTY_REPLY)
     assert F.parse_instruction(_reply("1. ???")) == (None, F.MALFORMED_REPLY)
     assert F.parse_instruction(_reply("How do I make a backfill that", "length")) == (None, F.MALFORMED_REPLY)
+    assert F.parse_instruction(_reply("Why rerun backfills? Because partitions", "length")) == (
+        "Why rerun backfills?", None)
     assert F.instruction_problem("How do I make a backfill safe to rerun?", passage, fs) is None
     assert F.instruction_problem("Why?", passage, fs) == F.INSTRUCTION_LENGTH
     assert F.instruction_problem("Wie mache ich einen Backfill sicher für eine Wiederholung?", passage,

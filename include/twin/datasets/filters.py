@@ -77,10 +77,13 @@ def parse_instruction(reply: GenerationResult | None) -> tuple[str | None, str |
     if reply is None or not reply.text.strip():
         return None, EMPTY_REPLY
     line = next((ln for ln in reply.text.splitlines() if ln.strip()), "")
-    line = _LIST_MARK.sub("", _PREFIX.sub("", line)).strip().strip("\"'`*“”").strip()
+    line = _LIST_MARK.sub("", _PREFIX.sub("", line)).strip()
+    if "?" in line:  # small models often go on after the question: the question is what was asked for
+        line = line[:line.index("?") + 1]
+    line = line.strip().strip("\"'`*“”").strip()
     if not re.search(r"[^\W\d_]", line):  # no letter at all: not an instruction
         return None, MALFORMED_REPLY
-    if reply.finish_reason == "length" and not line.endswith("?") and line == reply.text.strip():
+    if reply.finish_reason == "length" and not line.endswith("?") and "\n" not in reply.text.strip():
         return None, MALFORMED_REPLY  # cut off by the token limit mid-sentence
     return line, None
 
