@@ -9,7 +9,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["crawl", "etl", "features", "search", "stack", "scale"]
+BENCHMARKS = ["crawl", "etl", "features", "search", "stack", "scale", "llm"]
 
 
 def main(argv: list[str] | None = None) -> int:
