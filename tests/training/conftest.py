@@ -70,6 +70,9 @@ def training_env(mlflow_uri: str) -> dict[str, str]:
     settings = get_settings()
     store = LocalArtifactStore(settings.artifacts_dir)
     versions = {a.id: write_version(store, a.id, author_rows(a.id)) for a in AUTHORS}
+    from twin.llm.local import resolve_model
+
+    resolve_model("packaged", settings.resolved_model_cache_dir)  # dequantised once, before ranks start
     return {"MLFLOW_TRACKING_URI": mlflow_uri, "TWIN_DATA_DIR": str(settings.data_dir),
             "versions": json.dumps(versions)}
 

@@ -158,9 +158,11 @@ def run_training(config: TrainingConfig, settings: Settings) -> TrainingResult:
     data = load_training_data(settings, config.author, config.dataset_version)
     out = output_dir_for(config, settings, data)
     out.mkdir(parents=True, exist_ok=True)
+    # Before the distributed state exists: a model saved under it (the packaged model's one-time
+    # dequantisation) may be written only partly by a rank that is not the main one.
+    base_path, base_revision = resolve_model(config.base_model, settings.resolved_model_cache_dir)
     dist = distributed_kwargs(config)
     main = is_main_process()
-    base_path, base_revision = resolve_model(config.base_model, settings.resolved_model_cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
