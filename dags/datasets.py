@@ -13,8 +13,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from twin.datasets import DATASETS_ASSET
-from twin.orchestration import CHUNKS_ASSET, DEFAULT_OWNER
+from twin.orchestration import CHUNKS_ASSET, DATASETS_ASSET, DEFAULT_OWNER
 
 DOC = """
 ### Datasets: the author's voice as fine-tuning data

@@ -2,6 +2,3 @@
 question, the answer is the author's passage verbatim) and preference rows (chosen: the passage,
 rejected: the base model's own answer), filtered, split, versioned and traced.
 """
-
-# The Asset the `datasets` DAG updates and the training DAG is scheduled on.
-DATASETS_ASSET = "datasets"
