@@ -19,6 +19,8 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_RUN_DIR}/airflow/airflow.db")
 os.environ["TWIN_DATA_DIR"] = str(_RUN_DIR / "data")
+# The packaged LLM is dequantised once per run (about 45 s) and shared by every test and stack.
+os.environ.setdefault("TWIN_MODEL_CACHE_DIR", str(_RUN_DIR / "models"))
 # The test servers live on loopback, which the crawler refuses unless allowed.
 os.environ["TWIN_FETCH_ALLOWED_NETWORKS"] = "127.0.0.0/8,::1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -4,18 +4,21 @@ scheduler (crawl -> Asset -> etl -> Asset -> features); a second run changes not
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 from rich.console import Console
 
 from twin.airflow_client import AirflowClient
+from twin.datasets.versions import DatasetVersions
 from twin.demo import article_paths
-from twin.demo.runner import DemoPaths, run_demo
+from twin.demo.runner import DEMO_AUTHOR, DEMO_DATASET_PASSAGES, DemoPaths, run_demo
 from twin.features.pipeline import MANIFEST
 from twin.models import DocumentKind
 from twin.search.factory import get_search_index
 from twin.settings import get_settings
 from twin.stack import Stack
+from twin.storage.artifacts import get_artifact_store
 from twin.storage.documents import Collections, DocumentStore
 
 
@@ -28,6 +31,11 @@ def test_demo_runs_every_pipeline_through_the_scheduler_and_a_rerun_changes_noth
     stack_env: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TWIN_SOURCES_FILE", str(DemoPaths(stack_env.settings.data_dir / "demo").sources))
+    # run_demo sets these for the stack it starts; set here, they are restored after the test.
+    monkeypatch.setenv("TWIN_AUTHOR", DEMO_AUTHOR)
+    monkeypatch.setenv("TWIN_DATASET_MAX_PASSAGES", str(DEMO_DATASET_PASSAGES))
+    for name in ("TWIN_FETCH_ALLOWED_NETWORKS", "TWIN_CRAWL_SOURCES_DIRS"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
     get_settings.cache_clear()
     settings = get_settings()
     first_output = io.StringIO()
@@ -42,6 +50,13 @@ def test_demo_runs_every_pipeline_through_the_scheduler_and_a_rerun_changes_noth
     assert first[Collections.RAW_DOCUMENTS] == first[Collections.CLEANED_DOCUMENTS] + first[Collections.QUARANTINE]
     assert len(indexed_documents) == live and get_search_index(settings).count() >= live
     assert "features: run" in first_output.getvalue()
+    assert "datasets: run" in first_output.getvalue()
+    versions = DatasetVersions(get_artifact_store(settings))
+    demo_version = versions.latest(DEMO_AUTHOR)
+    assert demo_version, "the demo built no dataset version"
+    manifest = versions.manifest(DEMO_AUTHOR, demo_version)
+    assert manifest["author_id"] == DEMO_AUTHOR
+    assert 0 < len({doc["document_id"] for doc in manifest["sources"]}) <= DEMO_DATASET_PASSAGES
 
     second_output = io.StringIO()
     run_demo(settings, console=Console(file=second_output, width=200), timeout_s=600)

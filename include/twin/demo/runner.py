@@ -21,7 +21,11 @@ from rich.table import Table
 from twin.airflow_client import FINISHED, AirflowClient, AirflowError, DagRun
 from twin.settings import Settings, get_settings
 
-PIPELINE_DAGS = ["smoke", "crawl", "etl", "features"]
+PIPELINE_DAGS = ["smoke", "crawl", "etl", "features", "datasets"]
+# The demo builds one author's datasets from a few passages: the packaged model writes about one
+# instruction and one answer per passage and second on 2 cores, so a full corpus would take long.
+DEMO_AUTHOR = "mara-lindqvist"
+DEMO_DATASET_PASSAGES = 8
 SAMPLE_QUESTION = "How long should a sourdough starter ferment before baking?"
 
 
@@ -62,6 +66,19 @@ def _with_demo_sources(settings: Settings) -> Settings:
     return get_settings()
 
 
+def _with_demo_dataset_limits(settings: Settings) -> Settings:
+    """On the demo's corpus, the Asset-triggered `datasets` run builds one author's sets from a few
+    passages, unless the user named an author or a limit (TWIN_AUTHOR, TWIN_DATASET_MAX_PASSAGES)."""
+    if settings.sources_file != DemoPaths(settings.data_dir / "demo").sources:
+        return settings
+    author = settings.author or DEMO_AUTHOR
+    limit = settings.dataset_max_passages or DEMO_DATASET_PASSAGES
+    # In the environment, so that the stack's Airflow processes started next see them too.
+    os.environ["TWIN_AUTHOR"], os.environ["TWIN_DATASET_MAX_PASSAGES"] = author, str(limit)
+    get_settings.cache_clear()
+    return settings.model_copy(update={"author": author, "dataset_max_passages": limit})
+
+
 def _with_demo_crawl_allowances(settings: Settings) -> Settings:
     """The sample site is served on loopback and the demo's sources file lies in its data folder: the
     crawler refuses both unless allowed (TWIN_FETCH_ALLOWED_NETWORKS, TWIN_CRAWL_SOURCES_DIRS)."""
@@ -76,7 +93,7 @@ def run_demo(settings: Settings | None = None, console: Console | None = None, t
     from twin.demo import serve_sample_site
     from twin.stack.stack import ensure_stack
 
-    settings = _with_demo_crawl_allowances(_with_demo_sources(settings or get_settings()))
+    settings = _with_demo_dataset_limits(_with_demo_crawl_allowances(_with_demo_sources(settings or get_settings())))
     console = console or Console()
     console.rule("[bold]LLM twin demo")
     console.print(f"data folder: {settings.data_dir}  sources: {settings.sources_file}")
@@ -120,7 +137,8 @@ def _run_pipelines(airflow: AirflowClient, sources: Path, console: Console, time
     # Each producer updates its Asset only when something changed; a rerun on an unchanged corpus
     # therefore triggers nothing downstream, which is the point.
     for producer, announce, consumer in (("crawl", "publish_raw_documents", "etl"),
-                                         ("etl", "announce_cleaned_documents", "features")):
+                                         ("etl", "announce_cleaned_documents", "features"),
+                                         ("features", "announce_chunks", "datasets")):
         producer_runs = [r for r in airflow.runs_queued_since(producer, started) if r.state in FINISHED]
         if not any(airflow.task_state(producer, r.run_id, announce) == "success" for r in producer_runs):
             console.print(f"{producer}: nothing changed, so {consumer} was not triggered")
@@ -150,7 +168,8 @@ def _expect_success(airflow: AirflowClient, run: DagRun, console: Console) -> No
 def _show_commands(console: Console) -> None:
     """Run the commands a user runs next, exactly as they would type them."""
     twin = str(Path(sys.executable).parent / "twin")
-    for args in (["search", SAMPLE_QUESTION, "-k", "3"], ["quality", "report"], ["eval", "retrieval"]):
+    for args in (["search", SAMPLE_QUESTION, "-k", "3"], ["quality", "report"], ["eval", "retrieval"],
+                 ["dataset", "list"]):
         console.rule(f"$ twin {shlex.join(args)}")
         subprocess.run([twin, *args], check=False)
 
@@ -175,6 +194,8 @@ def _print_results(settings: Settings, console: Console, user: str, password: st
     where.add_row("Data-quality report", "twin quality report")
     where.add_row("Search", f'twin search "{SAMPLE_QUESTION}"')
     where.add_row("Retrieval metrics", "twin eval retrieval")
+    where.add_row("Fine-tuning datasets", f"twin dataset list / show VERSION  ({settings.author or 'every author'}, "
+                  f"{settings.dataset_max_passages or 'all'} passages; artifacts under datasets/)")
     where.add_row("Logs", str(settings.logs_dir))
     where.add_row("Stop everything", "twin stack down")
     console.print(where)
