@@ -152,13 +152,17 @@ class Settings(BaseSettings):
 
     # --- crawl safety and scale --------------------------------------------------------------
     fetch_deadline_s: float = Field(60.0, gt=0, validation_alias=_env("TWIN_FETCH_DEADLINE_S"),
-        description="Total seconds one fetch may take (redirects, retries and a slow body included); past it the link fails.")
+        description="Total seconds one fetch may take (redirects, retries and a slow body included); past it the link "
+                    "fails.")
     fetch_allowed_networks: str = Field("", validation_alias=_env("TWIN_FETCH_ALLOWED_NETWORKS"),
-        description="Non-public networks or host names the crawler may reach (comma-separated, e.g. 127.0.0.0/8); all others are refused.")
+        description="Non-public networks or host names the crawler may reach (comma-separated, e.g. 127.0.0.0/8); all "
+                    "others are refused.")
     crawl_sources_dirs: str = Field("", validation_alias=_env("TWIN_CRAWL_SOURCES_DIRS"),
-        description="Folders besides that of TWIN_SOURCES_FILE which a crawl run's sources_file parameter may point into (comma-separated).")
+        description="Folders besides that of TWIN_SOURCES_FILE which a crawl run's sources_file parameter may point "
+                    "into (comma-separated).")
     crawl_batch_links: int = Field(20, ge=1, validation_alias=_env("TWIN_CRAWL_BATCH_LINKS"),
-        description="Links per mapped crawl task (links of one host stay together); raised when a sources file would need over 1024 tasks.")
+        description="Links per mapped crawl task (links of one host stay together); raised when a sources file would "
+                    "need over 1024 tasks.")
     crawl_task_timeout_s: float = Field(3600.0, gt=0, validation_alias=_env("TWIN_CRAWL_TASK_TIMEOUT_S"),
         description="execution_timeout of one crawl task (one batch of links); its links are then recorded as failed.")
 
@@ -178,9 +182,11 @@ class Settings(BaseSettings):
 
     # --- ETL: lossless cleaning and a gate that cannot wedge ----------------------------------
     cleaning_max_loss_share: float = Field(0.2, ge=0, le=1, validation_alias=_env("TWIN_CLEANING_MAX_LOSS_SHARE"),
-        description="Share of a document's text that cleaning may remove; a document losing more is quarantined, not shortened.")
+        description="Share of a document's text that cleaning may remove; a document losing more is quarantined, not "
+                    "shortened.")
     quarantine_min_batch: int = Field(20, ge=1, validation_alias=_env("TWIN_QUARANTINE_MIN_BATCH"),
-        description="Smallest batch TWIN_QUARANTINE_MAX_SHARE applies to; a smaller batch quarantines its failures, goes on and reports an alert.")
+        description="Smallest batch TWIN_QUARANTINE_MAX_SHARE applies to; a smaller batch quarantines its failures, "
+                    "goes on and reports an alert.")
 
     # --- data-quality report (offline assets, retention) --------------------------------------
     report_assets_dir: Path | None = Field(None, validation_alias=_env("TWIN_REPORT_ASSETS_DIR"),
