@@ -82,9 +82,11 @@ class Settings(BaseSettings):
         description="Token budget of the context assembled for the RAG prompt.")
 
     # --- retrieval quality (relevance threshold, document aggregation) ------------------------
-    retrieval_min_relevance: float = Field(0.0, ge=-1, le=1, validation_alias=_env("TWIN_RETRIEVAL_MIN_RELEVANCE"),
-        description="Cosine similarity of the best passage below which retrieval reports that the index "
-                    "holds no answer (chosen on labelled questions; 0 never refuses).")
+    retrieval_min_relevance: float | None = Field(None, ge=0, le=1,
+        validation_alias=_env("TWIN_RETRIEVAL_MIN_RELEVANCE"),
+        description="Relevance probability (the fitted model's) below which retrieval reports that the index "
+                    "holds no answer; unset: the threshold chosen with the model on labelled questions; 0 never "
+                    "refuses.")
     retrieval_aggregate_weight: float = Field(0.3, ge=0, validation_alias=_env("TWIN_RETRIEVAL_AGGREGATE_WEIGHT"),
         description="Document aggregation: weight of a document's further chunks beside its best one.")
 

@@ -14,6 +14,7 @@ from twin.models import Author, DocumentKind, SearchFilters, SearchHit
 eval_app = typer.Typer(help="Evaluate the platform's parts.", no_args_is_help=True)
 # The sample corpus's labelled queries, in the project's tests/data (see the module docs for the format).
 SAMPLE_QUERIES = Path(__file__).resolve().parents[3] / "tests" / "data" / "retrieval_eval.jsonl"
+SAMPLE_UNANSWERABLE = SAMPLE_QUERIES.with_name("retrieval_eval_unanswerable.jsonl")  # questions it cannot answer
 
 
 def register(app: typer.Typer) -> None:
@@ -112,11 +113,15 @@ def _hit_text(rank: int, hit: SearchHit) -> str:
 
 @eval_app.command("retrieval")
 def eval_retrieval(
-    queries: Path = typer.Option(SAMPLE_QUERIES, "--queries", help="Labelled queries (JSONL, see README)."),
+    queries: list[Path] = typer.Option([SAMPLE_QUERIES, SAMPLE_UNANSWERABLE], "--queries",
+                                       help="Labelled queries (JSONL, see README; repeatable)."),
     corpus: Path | None = typer.Option(None, "--corpus",
                                        help="Index this labelled corpus folder (<author>/<slug>.md) on its own "
                                             "and evaluate on it, beside the plain baseline, instead of the "
                                             "configured index."),
+    sample_site: bool = typer.Option(False, "--sample-site",
+                                     help="Index the bundled sample site's articles on their own and evaluate "
+                                          "on them, beside the plain baseline, instead of the configured index."),
     split: str | None = typer.Option(None, "--split", help="Only the questions of this split (e.g. untuned)."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the metrics to MLflow."),
 ) -> None:
@@ -127,20 +132,24 @@ def eval_retrieval(
     from twin.retrieval.retriever import build_retriever
     from twin.settings import get_settings
 
-    try:
-        loaded, skipped = load_queries(queries)
-    except EvalFileError as exc:
-        typer.echo(f"twin: {exc}", err=True)
-        raise typer.Exit(2) from None
+    loaded, skipped = [], []
+    for path in queries:
+        try:
+            file_queries, file_skipped = load_queries(path)
+        except EvalFileError as exc:
+            typer.echo(f"twin: {exc}", err=True)
+            raise typer.Exit(2) from None
+        loaded += file_queries
+        skipped += file_skipped
     for problem in skipped:
         typer.echo(f"skipped {problem}", err=True)
     if split is not None:
         loaded = [q for q in loaded if q.split == split]
         if not loaded:
-            typer.echo(f"twin: no question of split {split!r} in {queries}", err=True)
+            typer.echo(f"twin: no question of split {split!r} in {', '.join(map(str, queries))}", err=True)
             raise typer.Exit(2)
     settings = get_settings()
-    if corpus is not None:
+    if corpus is not None or sample_site:
         report = _evaluate_corpus(corpus, loaded, settings)
     else:
         report = evaluate(build_retriever(settings), loaded)
@@ -150,12 +159,14 @@ def eval_retrieval(
         typer.echo(f"note: {note}")
     if not mlflow:
         return
-    params = {"queries_file": queries.name, "queries": len(loaded), "index": settings.index_name,
+    params = {"queries_file": ",".join(p.name for p in queries), "queries": len(loaded), "index": settings.index_name,
               "search_backend": settings.search_backend, "embedding_model": settings.embedding_model,
               "fusion": settings.hybrid_fusion, "bm25_weight": settings.hybrid_bm25_weight,
               "vector_weight": settings.hybrid_vector_weight, "chunk_tokens": settings.chunk_tokens,
               "reranker": settings.reranker_model or "none", "split": split or "all",
-              "corpus": corpus.name if corpus else "index", "min_relevance": settings.retrieval_min_relevance,
+              "corpus": corpus.name if corpus else "sample-site" if sample_site else "index",
+              "min_relevance": "model" if settings.retrieval_min_relevance is None
+              else settings.retrieval_min_relevance,
               "aggregate_weight": settings.retrieval_aggregate_weight}
     try:
         run_id = log_to_mlflow(report, settings, params)
@@ -165,17 +176,20 @@ def eval_retrieval(
     typer.echo(f"logged to MLflow run {run_id} at {settings.resolved_mlflow_uri}")
 
 
-def _evaluate_corpus(folder: Path, queries: list[Any], settings: Any) -> Any:
+def _evaluate_corpus(folder: Path | None, queries: list[Any], settings: Any) -> Any:
+    """A labelled corpus folder, or (None) the bundled sample site's articles, indexed on its own."""
     from twin.features.embedding import get_embedder
     from twin.features.pipeline import chunk_sizes
-    from twin.retrieval.labelled import CorpusError, evaluate_corpus, load_corpus
+    from twin.retrieval.labelled import CorpusError, evaluate_corpus, load_corpus, load_site
+    from twin.retrieval.relevance import load_model
     from twin.retrieval.retriever import weights_from_settings
 
     try:
-        corpus = load_corpus(folder)
+        corpus = load_corpus(folder) if folder is not None else load_site()
     except CorpusError as exc:
         typer.echo(f"twin: {exc}", err=True)
         raise typer.Exit(2) from None
     embedder = get_embedder(settings)
     return evaluate_corpus(corpus, queries, embedder, sizes=chunk_sizes(settings, embedder),
-                           weights=weights_from_settings(settings), min_relevance=settings.retrieval_min_relevance)
+                           weights=weights_from_settings(settings), min_relevance=settings.retrieval_min_relevance,
+                           relevance_model=load_model())

@@ -195,6 +195,7 @@ def evaluate(retriever: Retriever, queries: Sequence[EvalQuery], configs: Sequen
             if result.relevance is not None:
                 scores["relevance"] = result.relevance
                 scores["passes"] = 1.0 if result.hits and result.relevance >= threshold else 0.0
+                scores.update({f"feature.{name}": value for name, value in result.features.items()})
             per_query[q.id] = scores
         report.per_query[config.name] = per_query
         report.results[config.name] = summarise(queries, per_query)

@@ -20,6 +20,7 @@ from twin.features.chunking import Chunker, ChunkSizes, ModelTokenizer
 from twin.features.embedding import Embedder
 from twin.models import Author, Chunk, CleanedDocument, DocumentKind, EmbeddedChunk, content_hash, stable_id
 from twin.retrieval.evaluation import EvalConfig, EvalQuery, EvalReport
+from twin.retrieval.relevance import RelevanceModel
 from twin.search.base import HybridWeights
 from twin.search.lancedb_index import LanceDBSearchIndex
 
@@ -90,10 +91,10 @@ def word_windows(doc: CleanedDocument, words: int) -> list[Chunk]:
 
 
 def index_chunks(chunks: Sequence[Chunk], embedder: Embedder, root: Path | None = None,
-                 name: str = "labelled") -> LanceDBSearchIndex:
+                 name: str = "labelled", title_boost: float = 0.0) -> LanceDBSearchIndex:
     """Embed and write chunks into a fresh embedded index (in a temporary folder unless `root`)."""
     folder = root or Path(tempfile.mkdtemp(prefix="twin-labelled-"))
-    index = LanceDBSearchIndex(folder, name)
+    index = LanceDBSearchIndex(folder, name, title_boost=title_boost)
     index.ensure(embedder.dimension)
     vectors = embedder.encode([c.text for c in chunks])
     result = index.upsert([EmbeddedChunk(**c.model_dump(), embedding=v) for c, v in zip(chunks, vectors, strict=True)])
@@ -112,22 +113,52 @@ BASELINE_WORDS = 120  # the plain baseline: RRF over BM25 and vectors on 120-wor
 
 def evaluate_corpus(corpus: LabelledCorpus, queries: Sequence[EvalQuery], embedder: Embedder, *,
                     sizes: ChunkSizes | None = None, weights: HybridWeights | None = None,
-                    min_relevance: float = 0.0, configs: Sequence[EvalConfig] | None = None) -> EvalReport:
+                    min_relevance: float | None = None, configs: Sequence[EvalConfig] | None = None,
+                    relevance_model: RelevanceModel | None = None,
+                    baseline_min_relevance: float = 0.0, title_boost: float = 0.0) -> EvalReport:
     """Index the corpus with the platform's chunker (`sizes`) in a temporary embedded index and
     evaluate `configs` (default: every configuration) on `queries`; plus the plain baseline, in the
-    same run, as the configuration "baseline"."""
+    same run, as the configuration "baseline" (its relevance signal is the plain cosine, judged at
+    `baseline_min_relevance`). `relevance_model` gives the platform's retriever its relevance
+    probability, judged at `min_relevance` (default: the model's threshold)."""
     from twin.retrieval.evaluation import evaluate
     from twin.retrieval.retriever import Retriever
 
     with tempfile.TemporaryDirectory(prefix="twin-labelled-") as folder:
         base_index = index_chunks([c for d in corpus.documents for c in word_windows(d, BASELINE_WORDS)],
                                   embedder, Path(folder), "baseline")
-        baseline = evaluate(Retriever(base_index, embedder, min_relevance=min_relevance), queries,
+        baseline = evaluate(Retriever(base_index, embedder, min_relevance=baseline_min_relevance), queries,
                             [EvalConfig("baseline", "hybrid")])
         index = index_chunks(chunk_corpus(corpus, embedder, sizes or ChunkSizes()), embedder, Path(folder),
-                             "platform")
-        retriever = Retriever(index, embedder, authors=corpus.authors, weights=weights, min_relevance=min_relevance)
+                             "platform", title_boost)
+        retriever = Retriever(index, embedder, authors=corpus.authors, weights=weights, min_relevance=min_relevance,
+                              relevance_model=relevance_model)
         report = evaluate(retriever, queries, configs)
     for part in ("results", "per_query", "per_kind"):
         getattr(report, part).update(getattr(baseline, part))
     return report
+
+
+def load_site(site_dir: Path | None = None) -> LabelledCorpus:
+    """The bundled sample site's articles as the ETL would clean them (the crawler's extraction, then
+    cleaning), for `tests/data/retrieval_eval.jsonl`, whose labels name their URL paths. Its repository
+    and export are left out: no question is labelled with them."""
+    from twin.crawl.article import extract
+    from twin.demo import AUTHORS, SITE_DIR, article_paths
+    from twin.etl.cleaning import clean_text_counted
+
+    folder = site_dir or SITE_DIR
+    authors, documents = [], []
+    for author in AUTHORS:
+        authors.append(Author(id=author.id, name=author.name))
+        for url_path in article_paths(author.id):
+            html = (folder / url_path.lstrip("/")).read_text(encoding="utf-8")
+            text, _ = clean_text_counted(html, DocumentKind.ARTICLE, content_format="html")
+            title = getattr(extract(html), "title", None) or url_path
+            doc_id = stable_id(author.id, url_path)
+            documents.append(CleanedDocument(
+                id=doc_id, raw_id=doc_id, kind=DocumentKind.ARTICLE, url=f"{CORPUS_HOST}{url_path}",
+                author_id=author.id, author_name=author.name, title=title, content=text,
+                content_hash=content_hash(text), raw_content_hash=content_hash(html),
+                cleaned_at=datetime.now(UTC), etl_run_id="sample-site"))
+    return LabelledCorpus(authors, documents)

@@ -12,6 +12,7 @@ from twin.features.embedding import Embedder
 from twin.models import Author, SearchFilters, SearchHit
 from twin.retrieval.expansion import expand_query
 from twin.retrieval.llm import QueryLLM
+from twin.retrieval.relevance import RelevanceModel, content_words, load_model, relevance_features
 from twin.retrieval.rerank import Reranker
 from twin.retrieval.selfquery import SelfQuery, merge_filters
 from twin.search.base import HybridWeights, SearchIndex
@@ -28,11 +29,12 @@ class RetrievalResult:
     filters: SearchFilters
     phrasings: list[str]  # the question and any expansions that were searched
     notes: list[str] = field(default_factory=list)  # steps skipped or adjusted, and why
-    # How well the best passage matches the question: the cosine similarity of the query and its
-    # nearest chunk (within the filters), None in BM25 mode. Compared with `min_relevance` (chosen on
-    # labelled questions, TWIN_RETRIEVAL_MIN_RELEVANCE) it says whether the index holds an answer.
+    # How likely the index holds an answer: the relevance model's probability over `features` (see
+    # twin.retrieval.relevance), or the best passage's cosine without a model; None in BM25 mode.
+    # Compared with `min_relevance` (chosen on labelled questions) it says whether to answer at all.
     relevance: float | None = None
     min_relevance: float = 0.0
+    features: dict[str, float] = field(default_factory=dict)
 
     @property
     def answerable(self) -> bool:
@@ -59,7 +61,9 @@ class Retriever:
     def __init__(self, index: SearchIndex, embedder: Embedder, *, authors: Sequence[Author] = (),
                  llm: QueryLLM | None = None, reranker: Reranker | None = None,
                  weights: HybridWeights | None = None, rerank_candidates: int = 30,
-                 min_relevance: float = 0.0, aggregate_weight: float = 0.3) -> None:
+                 min_relevance: float | None = None, aggregate_weight: float = 0.3,
+                 relevance_model: RelevanceModel | None = None,
+                 query_vectors: dict[str, list[float]] | None = None) -> None:
         self.index = index
         self.embedder = embedder
         self.llm = llm
@@ -67,9 +71,15 @@ class Retriever:
         self.weights = weights or HybridWeights()
         self.self_query = SelfQuery(authors, llm)
         self.rerank_candidates = rerank_candidates
-        self.min_relevance = min_relevance
+        self.relevance_model = relevance_model
+        # Without an explicit threshold the model's own, chosen with it; without a model none.
+        self.min_relevance = (min_relevance if min_relevance is not None
+                              else relevance_model.threshold if relevance_model else 0.0)
+        self._frequencies: dict[str, int] = {}  # chunk count per word, valid while the index size holds
+        self._frequency_total = -1
         self.aggregate_weight = aggregate_weight
-        self._query_vectors: dict[str, list[float]] = {}  # a query is embedded once, whatever the mode
+        # A query is embedded once, whatever the mode; retrievers over one corpus may share the cache.
+        self._query_vectors: dict[str, list[float]] = {} if query_vectors is None else query_vectors
 
     def query_vector(self, query: str) -> list[float]:
         if query not in self._query_vectors:
@@ -122,12 +132,27 @@ class Retriever:
             hits = self.reranker.rerank(query, hits, k)
         if aggregate:
             hits = aggregate_by_document(hits, self.aggregate_weight)
-        relevance = None
+        relevance, features = None, {}
         if mode != "bm25" and hits:
-            nearest = self.index.search_vector(self.query_vector(query), 1, filters)
-            relevance = nearest[0].score if nearest else None
+            features = self.relevance_features(query, hits[0], filters)
+            relevance = (self.relevance_model.probability(features) if self.relevance_model
+                         else features["cosine"])
         return RetrievalResult(query=query, hits=hits[:k], filters=filters, phrasings=phrasings, notes=notes,
-                               relevance=relevance, min_relevance=self.min_relevance)
+                               relevance=relevance, min_relevance=self.min_relevance, features=features)
+
+    def relevance_features(self, query: str, top: SearchHit, filters: SearchFilters | None) -> dict[str, float]:
+        """The relevance model's inputs for one retrieval whose best hit is `top`."""
+        vector = self.index.search_vector(self.query_vector(query), 10, filters)
+        bm25 = self.index.search_bm25(query, 1, filters)
+        words = content_words(query)
+        missing = [w for w in words if w not in self._frequencies]
+        if missing or self._frequency_total < 0:
+            found, total = self.index.document_frequencies(missing)
+            if total != self._frequency_total or len(self._frequencies) > 50_000:  # the index changed
+                self._frequencies, self._frequency_total = {}, total
+                found, _ = self.index.document_frequencies(words)
+            self._frequencies.update(found)
+        return relevance_features(query, top, bm25, vector, self._frequencies, self._frequency_total)
 
     def _expansions(self, query: str, expand: bool, notes: list[str]) -> list[str]:
         if not expand:
@@ -218,4 +243,4 @@ def build_retriever(settings: Any = None, *, store: Any = None, index: SearchInd
     return Retriever(index or get_search_index(settings), get_embedder(settings), authors=authors, llm=llm,
                      reranker=reranker, weights=weights_from_settings(settings),
                      min_relevance=settings.retrieval_min_relevance,
-                     aggregate_weight=settings.retrieval_aggregate_weight)
+                     aggregate_weight=settings.retrieval_aggregate_weight, relevance_model=load_model())

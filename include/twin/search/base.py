@@ -73,6 +73,11 @@ class SearchIndex(ABC):
     def search_bm25(self, query: str, k: int, filters: SearchFilters | None = None) -> list[SearchHit]: ...
 
     @abstractmethod
+    def document_frequencies(self, terms: Sequence[str]) -> tuple[dict[str, int], int]:
+        """How many chunks match each term in the BM25 field (analysed as that field is), and how
+        many chunks the index holds: the IDF statistics of the relevance signal."""
+
+    @abstractmethod
     def search_vector(
         self, vector: Sequence[float], k: int, filters: SearchFilters | None = None, exact: bool = False
     ) -> list[SearchHit]: ...

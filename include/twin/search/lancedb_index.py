@@ -23,6 +23,7 @@ from typing import Any
 import lancedb
 import pyarrow as pa
 from lancedb.index import FTS, BTree, IvfHnswSq
+from lancedb.query import MultiMatchQuery
 
 from twin.models import Chunk, EmbeddedChunk, SearchFilters, SearchHit
 from twin.search.base import BulkResult, HybridWeights, SearchIndex
@@ -34,6 +35,7 @@ os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 VECTOR = "vector"
 TEXT = "text"
+TITLE = "title"
 WRITE_BATCH = 5_000
 _CHUNK_COLUMNS = list(Chunk.model_fields)
 
@@ -96,17 +98,21 @@ class LanceDBSearchIndex(SearchIndex):
     """A SearchIndex on a LanceDB folder; `name` is the logical (alias) name."""
 
     def __init__(self, root_dir: Path | str, name: str, *, ann_min_rows: int = 10_000,
-                 optimize_after_rows: int = 20_000, _physical: str | None = None) -> None:
+                 optimize_after_rows: int = 20_000, title_boost: float = 0.0, _physical: str | None = None) -> None:
         self.root_dir = Path(root_dir)
         self.name = name
         # ANN indexes need training data; below this many rows exact search is as fast.
         self.ann_min_rows = ann_min_rows
         self.optimize_after_rows = optimize_after_rows
+        # BM25 also matches the title field at this weight (0: the chunk text only); tables made
+        # before the title had its own full-text index are searched on the text alone.
+        self.title_boost = title_boost
         self._physical = _physical  # set for a staged (not yet live) rebuild
         self.root_dir.mkdir(parents=True, exist_ok=True)
         # A zero consistency interval makes every call see writes made by other processes.
         self._db = lancedb.connect(str(self.root_dir), read_consistency_interval=timedelta(0))
         self._tables: dict[str, Any] = {}  # open handles by physical name (names are never reused)
+        self._titled: dict[str, bool] = {}  # physical name → whether its title has a full-text index
 
     # --- alias ------------------------------------------------------------------------------
     @property
@@ -154,6 +160,7 @@ class LanceDBSearchIndex(SearchIndex):
     def _create_table(self, table_name: str, dimension: int) -> Any:
         table = self._db.create_table(table_name, schema=chunk_schema(dimension), exist_ok=True)
         table.create_index(TEXT, config=FTS())
+        table.create_index(TITLE, config=FTS())
         table.create_index("id", config=BTree())  # merge_insert and deletes look rows up by id
         table.create_index("document_id", config=BTree())
         return table
@@ -241,13 +248,28 @@ class LanceDBSearchIndex(SearchIndex):
     def search_bm25(self, query: str, k: int, filters: SearchFilters | None = None) -> list[SearchHit]:
         if not query.strip():
             return []
-        builder = (self._table().search(query, query_type="fts", fts_columns=TEXT)
-                   .select([*_CHUNK_COLUMNS, "_score"]))
+        table = self._table()
+        if self.title_boost > 0 and self._title_indexed(table):
+            fts: Any = MultiMatchQuery(query, [TEXT, TITLE], boosts=[1.0, self.title_boost])
+            builder = table.search(fts, query_type="fts")
+        else:
+            builder = table.search(query, query_type="fts", fts_columns=TEXT)
+        builder = builder.select([*_CHUNK_COLUMNS, "_score"])
         where = filters_to_sql(filters)
         if where:
             builder = builder.where(where, prefilter=True)
         rows = builder.limit(k).to_arrow().to_pylist()
         return _hits(rows, "bm25", lambda row: float(row["_score"]))
+
+    def document_frequencies(self, terms: Sequence[str]) -> tuple[dict[str, int], int]:
+        table = self._table()
+        total = int(table.count_rows())
+        found = {}
+        for term in dict.fromkeys(terms):  # one FTS query per term: LanceDB exposes no term statistics
+            rows = (table.search(term, query_type="fts", fts_columns=TEXT).select(["id", "_score"])
+                    .limit(max(total, 1)).to_arrow()) if term.strip() else None
+            found[term] = rows.num_rows if rows is not None else 0
+        return found, total
 
     def search_vector(self, vector: Sequence[float], k: int, filters: SearchFilters | None = None,
                       exact: bool = False) -> list[SearchHit]:
@@ -271,7 +293,7 @@ class LanceDBSearchIndex(SearchIndex):
 
     def begin_rebuild(self, dimension: int) -> LanceDBSearchIndex:
         staged = LanceDBSearchIndex(self.root_dir, self.name, ann_min_rows=self.ann_min_rows,
-                                    optimize_after_rows=self.optimize_after_rows,
+                                    optimize_after_rows=self.optimize_after_rows, title_boost=self.title_boost,
                                     _physical=self._new_physical_name())
         staged.ensure(dimension)
         return staged
@@ -296,6 +318,11 @@ class LanceDBSearchIndex(SearchIndex):
         for table_name in self._physical_tables():
             self._db.drop_table(table_name)
         self._tables.clear()
+
+    def _title_indexed(self, table: Any) -> bool:
+        if table.name not in self._titled:
+            self._titled[table.name] = any(index.columns == [TITLE] for index in table.list_indices())
+        return self._titled[table.name]
 
     # --- maintenance ------------------------------------------------------------------------
     def build_vector_index(self) -> None:

@@ -267,6 +267,20 @@ class OpenSearchSearchIndex(SearchIndex):
             return []
         return self._search({"size": k, "query": bm25_query(query, filters)}, "bm25")
 
+    def document_frequencies(self, terms: Sequence[str]) -> tuple[dict[str, int], int]:
+        unique = [t for t in dict.fromkeys(terms) if t.strip()]
+        lines: list[dict[str, Any]] = []
+        for term in unique:  # one round trip: a counting search per term
+            lines += [{"index": self._target}, {"size": 0, "track_total_hits": True,
+                                                "query": {"match": {"text": {"query": term}}}}]
+        responses = self.client.msearch(body=lines)["responses"] if lines else []
+        found = {t: 0 for t in terms}
+        for term, response in zip(unique, responses, strict=True):
+            if "error" in response:
+                raise RuntimeError(f"term statistics on {self._target!r} failed: {response['error']}")
+            found[term] = int(response["hits"]["total"]["value"])
+        return found, self.count()
+
     def search_vector(self, vector: Sequence[float], k: int, filters: SearchFilters | None = None,
                       exact: bool = False) -> list[SearchHit]:
         query = exact_query(vector, filters) if exact else knn_query(vector, max(k, ANN_CANDIDATES), filters)
