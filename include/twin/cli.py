@@ -13,6 +13,7 @@ from twin.etl.cli import register as register_etl
 from twin.features.cli import register as register_features
 from twin.settings import SettingsError
 from twin.stack.cli import register as register_stack
+from twin.training.cli import register as register_training
 
 app = typer.Typer(help="LLM twin platform: crawl, clean, index and serve one person's writing.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -54,7 +55,8 @@ def demo() -> None:
         raise typer.Exit(1) from None
 
 
-for register in (register_stack, register_crawl, register_etl, register_features, register_datasets):
+for register in (register_stack, register_crawl, register_etl, register_features, register_datasets,
+                 register_training):
     register(app)
 
 

@@ -205,15 +205,7 @@ class LanceDBSearchIndex(SearchIndex):
         return result
 
     def delete_documents(self, document_ids: Sequence[str]) -> int:
-        table = self._table()
-        deleted = 0
-        for batch in _batches(list(dict.fromkeys(document_ids)), 500):
-            where = f"document_id IN ({', '.join(sql_literal(d) for d in batch)})"
-            matching = table.count_rows(where)
-            if matching:
-                table.delete(where)
-                deleted += matching
-        return deleted
+        return self._delete_where("document_id", document_ids)
 
     def chunk_ids(self, document_id: str) -> set[str]:
         rows = (self._table().search().where(f"document_id = {sql_literal(document_id)}")
@@ -232,10 +224,14 @@ class LanceDBSearchIndex(SearchIndex):
         return found
 
     def delete_chunks(self, chunk_ids: Sequence[str]) -> int:
+        return self._delete_where("id", chunk_ids)
+
+    def _delete_where(self, column: str, values: Sequence[str]) -> int:
+        """Delete the rows whose `column` is one of `values`, in batches; returns how many were deleted."""
         table = self._table()
         deleted = 0
-        for batch in _batches(list(dict.fromkeys(chunk_ids)), 500):
-            where = f"id IN ({', '.join(sql_literal(c) for c in batch)})"
+        for batch in _batches(list(dict.fromkeys(values)), 500):
+            where = f"{column} IN ({', '.join(sql_literal(v) for v in batch)})"
             matching = table.count_rows(where)
             if matching:
                 table.delete(where)
