@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         description="Weight of vector search in hybrid fusion.")
     context_max_tokens: int = Field(1024, ge=32, validation_alias=_env("TWIN_CONTEXT_MAX_TOKENS"),
         description="Token budget of the context assembled for the RAG prompt.")
+    self_query_llm: bool = Field(False, validation_alias=_env("TWIN_SELF_QUERY_LLM"),
+        description="Self-query through the LLM client (TWIN_LLM_*), rules as fallback; off: rules only (more "
+                    "precise than a small model).")
 
     # --- retrieval quality (relevance threshold, document aggregation) ------------------------
     retrieval_min_relevance: float | None = Field(None, ge=0, le=1,

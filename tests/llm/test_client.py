@@ -7,11 +7,13 @@ import time
 
 import pytest
 
+from tests.fixtures.features import AUTHORS
 from tests.llm.support import SMALL_TOKENS
 from twin.llm import LLMClient, LLMError, SamplingSettings
 from twin.llm.client import as_messages
 from twin.llm.openai_backend import OpenAIBackend
 from twin.retrieval.llm import QueryLLM
+from twin.retrieval.retriever import Retriever
 
 PROMPTS = ["Name one reason to test a data pipeline.",
            [{"role": "system", "content": "Answer in one short sentence."},
@@ -112,3 +114,22 @@ def test_settings_choose_the_backend(llm_env, openai_server) -> None:
     with pytest.raises(LLMError, match="TWIN_LLM_BASE_URL"):
         build_client(load_settings(llm_backend="openai"))
     assert build_client(llm_env).name == "local:SmolLM2-135M-Instruct"
+
+
+def test_query_expansion_goes_through_the_llm_client(client: LLMClient, indexed_corpus, embedder) -> None:
+    retriever = Retriever(indexed_corpus[0], embedder, authors=AUTHORS, llm=client, self_query_llm=False)
+    result = retriever.retrieve("the first bug", k=5, expand=True, self_query=False)
+    assert any(note.startswith(f"query expansion ({client.name})") for note in result.notes), result.notes
+    assert result.phrasings[0] == "the first bug" and result.hits
+    assert retriever.self_query.llm is None  # rules read the question unless TWIN_SELF_QUERY_LLM is on
+
+
+def test_build_retriever_attaches_the_client_only_when_asked(llm_env) -> None:
+    from twin.retrieval.retriever import build_retriever
+    from twin.settings import load_settings
+
+    assert build_retriever(llm_env).llm is None
+    expanding = build_retriever(llm_env, expand=True)
+    assert isinstance(expanding.llm, LLMClient) and expanding.self_query.llm is None
+    reading = build_retriever(load_settings(self_query_llm=True))  # the rest from llm_env's environment
+    assert isinstance(reading.self_query.llm, LLMClient)

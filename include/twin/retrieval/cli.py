@@ -43,7 +43,7 @@ def search(
 
     if mode not in MODES:
         raise typer.BadParameter(f"use one of {', '.join(MODES)}", param_hint="--mode")
-    retriever = build_retriever()
+    retriever = build_retriever(expand=expand)
     author_ids = [_author_id(a, retriever.self_query.authors) for a in author or []]
     filters = SearchFilters(author_ids=author_ids or None, kinds=list(kind or []) or None,
                             published_after=_utc(since), published_before=_utc(until))
@@ -124,6 +124,8 @@ def eval_retrieval(
                                           "on them, beside the plain baseline, instead of the configured index."),
     split: str | None = typer.Option(None, "--split", help="Only the questions of this split (e.g. untuned)."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the metrics to MLflow."),
+    expand: bool = typer.Option(False, "--expand",
+                                help="Also score hybrid with query expansion by the LLM client (slow on a CPU)."),
 ) -> None:
     """Print hit@1, recall@5, recall@10, MRR and nDCG@10 (overall and per question kind) for BM25,
     vectors, hybrid and hybrid with each optional step, and the relevance threshold's false-positive
@@ -152,7 +154,7 @@ def eval_retrieval(
     if corpus is not None or sample_site:
         report = _evaluate_corpus(corpus, loaded, settings)
     else:
-        report = evaluate(build_retriever(settings), loaded)
+        report = evaluate(build_retriever(settings, expand=expand), loaded)
     report.skipped_lines = skipped
     typer.echo(format_table(report))
     for note in report.notes:

@@ -63,13 +63,14 @@ class Retriever:
                  weights: HybridWeights | None = None, rerank_candidates: int = 30,
                  min_relevance: float | None = None, aggregate_weight: float = 0.3,
                  relevance_model: RelevanceModel | None = None,
-                 query_vectors: dict[str, list[float]] | None = None) -> None:
+                 query_vectors: dict[str, list[float]] | None = None, self_query_llm: bool = True) -> None:
         self.index = index
         self.embedder = embedder
         self.llm = llm
         self.reranker = reranker
         self.weights = weights or HybridWeights()
-        self.self_query = SelfQuery(authors, llm)
+        # The LLM may write expansions only: self-query by rules is the more precise with a small model.
+        self.self_query = SelfQuery(authors, llm if self_query_llm else None)
         self.rerank_candidates = rerank_candidates
         self.relevance_model = relevance_model
         # Without an explicit threshold the model's own, chosen with it; without a model none.
@@ -223,8 +224,12 @@ def known_authors(store: Any) -> list[Author]:
 
 
 def build_retriever(settings: Any = None, *, store: Any = None, index: SearchIndex | None = None,
-                    llm: QueryLLM | None = None) -> Retriever:
-    """A retriever over the configured index, knowing the authors of the document store."""
+                    llm: QueryLLM | None = None, expand: bool = False) -> Retriever:
+    """A retriever over the configured index, knowing the authors of the document store.
+
+    The LLM client (TWIN_LLM_*) is attached when expansion is asked for or TWIN_SELF_QUERY_LLM is on;
+    local weights load only when it is first called.
+    """
     from twin.features.embedding import get_embedder
     from twin.retrieval.rerank import get_reranker
     from twin.search.factory import get_search_index
@@ -240,7 +245,12 @@ def build_retriever(settings: Any = None, *, store: Any = None, index: SearchInd
         if own_store:
             store.close()
     reranker = get_reranker(settings.reranker_model, settings.embedding_device) if settings.reranker_model else None
+    if llm is None and (expand or settings.self_query_llm):
+        from twin.llm import get_llm_client
+
+        llm = get_llm_client(settings)
     return Retriever(index or get_search_index(settings), get_embedder(settings), authors=authors, llm=llm,
+                     self_query_llm=settings.self_query_llm,
                      reranker=reranker, weights=weights_from_settings(settings),
                      min_relevance=settings.retrieval_min_relevance,
                      aggregate_weight=settings.retrieval_aggregate_weight, relevance_model=load_model())
