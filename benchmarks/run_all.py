@@ -9,7 +9,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["crawl", "etl", "features", "search", "stack", "scale", "llm"]
+BENCHMARKS = ["crawl", "etl", "features", "search", "retrieval_quality", "stack", "stack_memory", "scale", "llm"]
 
 
 def main(argv: list[str] | None = None) -> int:
