@@ -1,6 +1,16 @@
 # syntax=docker/dockerfile:1
 # The platform image: one image for every Python service of the compose stack (Airflow components,
 # MLflow, Ray head and GPU worker, one-shot jobs), built from the exact versions in requirements.lock.
+
+# The data-quality report's scripts and styles, fetched with npm in a build stage so that the image
+# serves the report offline (the same script and manifest as `make install`).
+FROM node:22-bookworm-slim AS report-assets
+RUN apt-get update && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/twin
+COPY include/twin/etl/report_assets.json include/twin/etl/
+COPY scripts/install_report_assets.sh scripts/
+RUN bash scripts/install_report_assets.sh
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -32,6 +42,7 @@ COPY plugins/ plugins/
 COPY serving/ serving/
 COPY training/ training/
 COPY expectations/ expectations/
+COPY --from=report-assets /opt/twin/vendor/report-assets/ vendor/report-assets/
 
 # Airflow's usual uid, group 0 (as in Airflow's own image). The folders that named volumes mount
 # are created here, owned by that user, so that fresh volumes inherit the ownership.
@@ -45,6 +56,7 @@ ENV AIRFLOW_HOME=/opt/airflow \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/twin/plugins \
     TWIN_DATA_DIR=/opt/twin/data \
     TWIN_EXPECTATIONS_DIR=/opt/twin/expectations \
+    TWIN_REPORT_ASSETS_DIR=/opt/twin/vendor/report-assets \
     TORCH_EXTENSIONS_DIR=/opt/twin/data/torch_extensions
 
 USER twin

@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 PYTEST_ARGS ?=
 
-.PHONY: install opensearch browser demo test lint bench lock down clean
+.PHONY: install opensearch browser demo test test-e2e lint bench lock down clean
 
 install:
 	@bash scripts/install.sh
@@ -27,8 +27,12 @@ opensearch:
 demo: install
 	@$(BIN)/twin demo
 
+# `make test` leaves out the long end-to-end tests (marker e2e); `make test-e2e` runs only those; CI runs both.
 test: install opensearch browser lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+test-e2e: install opensearch browser
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check --no-cache .

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.report import record
 from benchmarks.servers import local_mongo
 
 
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"crawl benchmark: {args.pages} pages from a local site")
     for label, rate in results:
         print(f"  {label:<44} {rate:8.1f} pages/s   ratio to raw GETs {rate / baseline:6.3f}")
+    for label, rate in results[1:]:
+        record("crawl", label, rate, "raw HTTP GETs", baseline, "pages/s")
 
 
 def _run(urls: list[str]) -> list[tuple[str, float]]:

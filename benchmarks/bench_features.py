@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from benchmarks.report import record
 from benchmarks.servers import local_mongo
 
 WORDS = [
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         if count:
             rate = count / seconds
             print(f"  {label:<44} {rate:8.1f} chunks/s   ratio to raw encode {rate / baseline:6.3f}")
+            if label != results[0][0]:
+                record("features", label, rate, "raw model.encode", baseline, "chunks/s", goal=">= 0.8")
         else:
             print(f"  {label:<44} {seconds:8.2f} s         (ratio to the first run's time "
                   f"{seconds / results[1][2]:6.3f})")

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.report import record
+
 SENTENCES = [
     "A backfill is safe to rerun when every task overwrites its own partition.",
     "Late events are normal, so keep a lookback window and reprocess those partitions.",
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'raw model.generate':<28}{args.prompts / raw_s:>10.2f}{raw_s:>10.1f}")
     print(f"{'LLMClient + parse/filters':<28}{args.prompts / pipe_s:>10.2f}{pipe_s:>10.1f}")
     print(f"ratio (client / raw): {raw_s / pipe_s:.2f}  (goal >= 0.8); identical replies {same}/{args.prompts}")
+    record("llm", "LLMClient + parse/filters", args.prompts / pipe_s, "raw model.generate", args.prompts / raw_s,
+           "pairs/s", goal=">= 0.8")
 
     print(f"\n{'batch':<8}{'tokens/s':>10}{'prompts':>9}")
     for size in (1, 8, 16):

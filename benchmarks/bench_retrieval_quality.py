@@ -19,8 +19,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.report import record
 from twin.features.chunking import ChunkSizes
 from twin.features.embedding import Embedder
+from twin.features.pipeline import chunk_sizes
 from twin.retrieval.evaluation import EvalConfig, EvalQuery, choose_threshold, evaluate, format_table, load_queries
 from twin.retrieval.labelled import (
     BASELINE_WORDS,
@@ -34,6 +36,7 @@ from twin.retrieval.labelled import (
 from twin.retrieval.relevance import load_model
 from twin.retrieval.retriever import Retriever
 from twin.search.base import HybridWeights
+from twin.settings import load_settings
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CONFIGS = [EvalConfig("bm25", "bm25"), EvalConfig("vector", "vector"), EvalConfig("hybrid", "hybrid"),
@@ -53,6 +56,11 @@ class Bench:
         self.vectors: dict[str, list[float]] = {}  # queries are embedded once for every retriever
         self._indexes: dict[tuple[int, int, float], object] = {}
         self.baseline_threshold = 0.0  # the baseline's cosine threshold, chosen on a tuning split
+
+    def sizes(self, tokens: int = 256, overlap: int = 32) -> ChunkSizes:
+        """Chunk sizes as the features pipeline sets them from TWIN_CHUNK_TOKENS / TWIN_CHUNK_OVERLAP_TOKENS
+        (capped at what the embedder takes: 254 of MiniLM's 256 positions), so the figures are the platform's."""
+        return chunk_sizes(load_settings(chunk_tokens=tokens, chunk_overlap_tokens=overlap), self.embedder)
 
     def retriever(self, sizes: ChunkSizes, weights: HybridWeights | None = None, title_boost: float = 0.0,
                   **kwargs: object) -> Retriever:
@@ -91,24 +99,24 @@ def sweeps(bench: Bench, tuning: list[EvalQuery], untuned: list[EvalQuery]) -> N
     print("\nchunk size x overlap (hybrid + self-query, default fusion):")
     print("\n".join(_header("tokens / overlap")))
     for size, overlap in CHUNK_SWEEP:
-        print(_row(f"{size} / {overlap}", bench.retriever(ChunkSizes(size, overlap, max(16, size // 2))),
-                   tuning, untuned), flush=True)
-    print("\nfusion (256 / 32 chunks):")
+        sizes = bench.sizes(size, overlap)
+        print(_row(f"{sizes.max_tokens} / {overlap}", bench.retriever(sizes), tuning, untuned), flush=True)
+    print("\nfusion (default chunks):")
     print("\n".join(_header("method bm25:vector (rrf_k)")))
     for w in FUSION_SWEEP:
         label = f"{w.method} {w.bm25:g}:{w.vector:g}" + (f" (k={w.rrf_k})" if w.method == "rrf" else "")
-        print(_row(label, bench.retriever(ChunkSizes(), w), tuning, untuned), flush=True)
-    print("\nBM25 title weight (256 / 32 chunks, rrf 1:1):")
+        print(_row(label, bench.retriever(bench.sizes(), w), tuning, untuned), flush=True)
+    print("\nBM25 title weight (default chunks, rrf 1:1):")
     print("\n".join(_header("title boost")))
     for boost in TITLE_SWEEP:
-        print(_row(f"{boost:g}", bench.retriever(ChunkSizes(), title_boost=boost), tuning, untuned), flush=True)
+        print(_row(f"{boost:g}", bench.retriever(bench.sizes(), title_boost=boost), tuning, untuned), flush=True)
 
 
 def relevance_report(bench: Bench, queries: list[EvalQuery], tuning: list[EvalQuery] | None, title: str) -> None:
     """The platform (all configurations, fitted relevance model) beside the baseline, whose cosine
     threshold is chosen on `tuning` (or kept from the hard set's tuning split)."""
     model = load_model()
-    platform = bench.retriever(ChunkSizes(), relevance_model=model)
+    platform = bench.retriever(bench.sizes(), relevance_model=model)
     report = evaluate(platform, queries, CONFIGS)
     baseline = bench.baseline()
     threshold = bench.baseline_threshold
@@ -125,6 +133,10 @@ def relevance_report(bench: Bench, queries: list[EvalQuery], tuning: list[EvalQu
     print("ratio vs baseline: " + "; ".join(
         f"{name} hit@1 x{v['hit@1'] / base_values['hit@1']:.3f} mrr x{v['mrr'] / base_values['mrr']:.3f}"
         for name, v in report.results.items() if name != "baseline"))
+    for name, v in report.results.items():
+        if name != "baseline":
+            record("retrieval_quality", f"{title}: {name} MRR", v["mrr"], "RRF + cosine threshold", base_values["mrr"],
+                   "")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import record
 from benchmarks.servers import local_mongo
 
 AUTHORS = [("mara", "Mara Okafor"), ("ines", "Inês Duarte"), ("tomas", "Tomás Lindqvist"),
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {'total':<42} {total:8.1f} s")
     for what, old_label, old_s, new_label, new_s in comparisons:
         print(f"  {what}: {old_label} {old_s:.2f} s, {new_label} {new_s:.2f} s, speed-up x{old_s / new_s:.1f}")
+        record("scale", f"{what}: {new_label}", new_s, old_label, old_s, "s", higher_is_better=False)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import record
 from twin.models import DocumentKind, EmbeddedChunk
 from twin.search.base import SearchIndex
 
@@ -196,6 +197,9 @@ def print_table(rows: list[dict]) -> None:
         rec = f"{r['recall']:.3f}" if r.get("recall") is not None else ""
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else ""
         print(f"{r['backend']:<11}{r['n']:>8,}  {r['op']:<14}{p50:>9}{p95:>9}{rec:>11}{ratio:>11}  {r.get('note', '')}")
+        if r.get("ratio") and r.get("p50"):
+            record("search", f"{r['backend']} {r['op']} p50, N={r['n']:,}", r["p50"], "exact vector search p50",
+                   r["p50"] / r["ratio"], "ms", higher_is_better=False)
 
 
 def main(argv: list[str] | None = None) -> None:

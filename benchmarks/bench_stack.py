@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.report import record
 from twin.settings import Settings, load_settings
 from twin.stack import Stack, StartResult
 
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(root, ignore_errors=True)
     print("seconds from the start of each component's stage until it answered healthy")
     print(table(*results))
+    _, cold_total, _, warm_total = results
+    record("stack", "warm start to healthy (second up)", warm_total, "cold start", cold_total, "s",
+           higher_is_better=False)
 
 
 if __name__ == "__main__":

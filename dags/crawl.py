@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from twin.orchestration import CRAWL_POOL, DEFAULT_OWNER, RAW_DOCUMENTS_ASSET
+from twin.orchestration import CRAWL_POOL, RAW_DOCUMENTS_ASSET, dag_doc, log_failure, task_defaults
 from twin.settings import get_settings
 
 RAW_DOCUMENTS = Asset(RAW_DOCUMENTS_ASSET)
@@ -36,18 +36,18 @@ def _crawl_run_id() -> str:
     catchup=False,
     max_active_runs=1,
     tags=["twin", "crawl"],
-    doc_md=__doc__,
+    doc_md=dag_doc(__doc__),
+    on_failure_callback=log_failure,
     # Empty means TWIN_SOURCES_FILE; a manual run may point at another sources file.
     params={"sources_file": Param("", type="string", description="Sources YAML inside the folder of "
                                   "TWIN_SOURCES_FILE or TWIN_CRAWL_SOURCES_DIRS; empty: TWIN_SOURCES_FILE")},
-    default_args={
-        "owner": DEFAULT_OWNER,
-        "execution_timeout": SHORT_TASK_TIMEOUT,
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=task_defaults(
+        execution_timeout=SHORT_TASK_TIMEOUT,
+        retries=2,
+        retry_delay=timedelta(seconds=30),
+        retry_exponential_backoff=2.0,
+        max_retry_delay=timedelta(minutes=10),
+    ),
 )
 def crawl() -> None:
     @task

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from twin.orchestration import CHUNKS_ASSET, DATASETS_ASSET, DEFAULT_OWNER
+from twin.orchestration import CHUNKS_ASSET, DATASETS_ASSET, dag_doc, log_failure, task_defaults
 
 DOC = """
 ### Datasets: the author's voice as fine-tuning data
@@ -35,12 +35,12 @@ dataset inputs. `twin dataset list | show | diff` reads them.
     catchup=False,
     max_active_runs=1,  # one generation cache writer per author at a time
     tags=["datasets", "model"],
-    doc_md=DOC,
+    doc_md=dag_doc(DOC),
+    on_failure_callback=log_failure,
     params={"author": Param("", type="string", description="Author id; empty: TWIN_AUTHOR, else every author."),
             "limit": Param(0, type="integer", minimum=0,
                            description="Most passages per author; 0: TWIN_DATASET_MAX_PASSAGES, else all.")},
-    default_args={"owner": DEFAULT_OWNER, "retries": 2, "retry_delay": timedelta(minutes=1),
-                  "execution_timeout": timedelta(minutes=10)},
+    default_args=task_defaults(retries=2, retry_delay=timedelta(minutes=1), execution_timeout=timedelta(minutes=10)),
 )
 def datasets() -> None:
     @task
@@ -59,10 +59,14 @@ def datasets() -> None:
         return build_dataset(author, limit=(params or {}).get("limit") or None)
 
     @task(outlets=[Asset(DATASETS_ASSET)])
-    def announce_datasets(reports: list[dict]) -> list[str]:
+    def announce_datasets(reports: list[dict], outlet_events=None) -> list[str]:
         changed = [f"{r['author_id']}/{r['version']}" for r in reports if r["changed"]]
         if not changed:
             raise AirflowSkipException("no dataset changed: training is not triggered")
+        # The training DAG reads whose twin to train from the event (without it: TWIN_AUTHOR or a failure).
+        first = next(r for r in reports if r["changed"])
+        outlet_events[Asset(DATASETS_ASSET)].extra = {"author": first["author_id"], "version": first["version"],
+                                                      "changed": changed}
         return changed
 
     announce_datasets(build.expand(author=authors()))

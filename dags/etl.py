@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from twin.orchestration import CLEANED_DOCUMENTS_ASSET, DEFAULT_OWNER, RAW_DOCUMENTS_ASSET
+from twin.orchestration import CLEANED_DOCUMENTS_ASSET, RAW_DOCUMENTS_ASSET, dag_doc, log_failure, task_defaults
 
 DOC = """
 ### ETL: clean, validate, quarantine
@@ -31,8 +31,9 @@ Expectations suites in `expectations/`, stores it in `cleaned_documents` (duplic
     catchup=False,
     max_active_runs=1,  # one watermark: runs must not overlap
     tags=["etl", "data-quality"],
-    doc_md=DOC,
-    default_args={"owner": DEFAULT_OWNER, "retries": 2, "retry_delay": timedelta(minutes=1)},
+    doc_md=dag_doc(DOC),
+    on_failure_callback=log_failure,
+    default_args=task_defaults(retries=2, retry_delay=timedelta(minutes=1), execution_timeout=timedelta(hours=2)),
 )
 def etl() -> None:
     @task

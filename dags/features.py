@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from twin.orchestration import CHUNKS_ASSET, CLEANED_DOCUMENTS_ASSET, DEFAULT_OWNER
+from twin.orchestration import CHUNKS_ASSET, CLEANED_DOCUMENTS_ASSET, dag_doc, log_failure, task_defaults
 
 DOC = """
 ### Features: chunk, embed, index
@@ -32,8 +32,9 @@ retried on the next run. `twin index rebuild` rebuilds the whole index with an a
     catchup=False,
     max_active_runs=1,  # one watermark: runs must not overlap
     tags=["features", "search"],
-    doc_md=DOC,
-    default_args={"owner": DEFAULT_OWNER, "retries": 2, "retry_delay": timedelta(minutes=1)},
+    doc_md=dag_doc(DOC),
+    on_failure_callback=log_failure,
+    default_args=task_defaults(retries=2, retry_delay=timedelta(minutes=1), execution_timeout=timedelta(hours=4)),
 )
 def features() -> None:
     @task

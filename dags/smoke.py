@@ -6,14 +6,14 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from twin.orchestration import DEFAULT_OWNER
+from twin.orchestration import dag_doc, log_failure, task_defaults
 
-default_args = {"owner": DEFAULT_OWNER, "retries": 1, "retry_delay": timedelta(seconds=10)}
+default_args = task_defaults(retries=1, retry_delay=timedelta(seconds=10), execution_timeout=timedelta(minutes=10))
 
 
 # One run at a time: the smoke index holds a single chunk that each run replaces.
 @dag(dag_id="smoke", schedule=None, catchup=False, max_active_runs=1, default_args=default_args,
-     tags=["twin", "smoke"], doc_md=__doc__)
+     tags=["twin", "smoke"], doc_md=dag_doc(__doc__), on_failure_callback=log_failure)
 def smoke():
     @task
     def write_document(dag_run=None) -> dict:

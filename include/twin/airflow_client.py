@@ -5,15 +5,17 @@ Used by the demo and by anyone who drives the platform's DAGs from outside the U
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 FINISHED = {"success", "failed"}
+REQUEST_SETTLE_S = 10.0  # how long a human-in-the-loop request waits before it is answered by code
 
 
 class AirflowError(RuntimeError):
@@ -27,12 +29,13 @@ class DagRun:
     state: str
     queued_at: datetime | None  # when the run was created: scheduled runs carry an older run_after
     run_type: str
+    conf: dict[str, Any] | None = None
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> DagRun:
         queued = data.get("queued_at") or data.get("run_after")
         return cls(data["dag_id"], data["dag_run_id"], data["state"],
-                   datetime.fromisoformat(queued) if queued else None, data.get("run_type", ""))
+                   datetime.fromisoformat(queued) if queued else None, data.get("run_type", ""), data.get("conf"))
 
 
 class AirflowClient:
@@ -106,8 +109,40 @@ class AirflowClient:
             time.sleep(poll_s)
         raise AirflowError(f"no {dag_id} run was triggered within {timeout:.0f}s after {after.isoformat()}")
 
+    def create_asset_event(self, asset_name: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """An Asset event, as a producer outside Airflow would send it; DAGs scheduled on the Asset run."""
+        assets = self._call("GET", "/assets", params={"name_pattern": asset_name, "limit": 100})["assets"]
+        [asset] = [a for a in assets if a["name"] == asset_name]
+        return self._call("POST", "/assets/events", json={"asset_id": asset["id"], "extra": extra})
+
     def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").get("state")
+
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        """A human-in-the-loop request (subject, options, response_received, chosen_options, ...)."""
+        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails")
+
+    def wait_until_request_settled(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1,
+                                   timeout: float = 120) -> None:
+        """Until the request has waited REQUEST_SETTLE_S: an answer within seconds of the task parking can race
+        the scheduler's handling of the parked worker's exit, which then fails the task (seen here under load)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            created = self.hitl_detail(dag_id, run_id, task_id, map_index).get("created_at")
+            if created:
+                waited = (datetime.now(UTC) - datetime.fromisoformat(created)).total_seconds()
+                if waited >= REQUEST_SETTLE_S:
+                    return
+                time.sleep(REQUEST_SETTLE_S - waited)
+            else:
+                time.sleep(1)
+        raise AirflowError(f"{dag_id}.{task_id} of run {run_id}: no request within {timeout:.0f}s")
+
+    def respond(self, dag_id: str, run_id: str, task_id: str, chosen_options: list[str],
+                params_input: dict[str, Any] | None = None, map_index: int = -1) -> dict[str, Any]:
+        """Answer a human-in-the-loop request as the logged-in user (what Required Actions does)."""
+        return self._call("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+                          json={"chosen_options": chosen_options, "params_input": params_input or {}})
 
     def failed_task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         data = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 500})
@@ -115,6 +150,21 @@ class AirflowClient:
 
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
         return [t["task_id"] for t in self.failed_task_instances(dag_id, run_id)]
+
+    def failed_task_logs(self, dag_id: str, run_id: str, lines: int = 30) -> dict[str, list[str]]:
+        """The end of each failed task's log, keyed "task (state)"; tasks that never ran
+        (upstream_failed) have no log and are listed with an empty one."""
+        tails: dict[str, list[str]] = {}
+        for task in self.failed_task_instances(dag_id, run_id):
+            key = f"{task['task_id']} ({task.get('state')})"
+            if task.get("state") != "failed":
+                tails[key] = []
+                continue
+            try:
+                tails[key] = self.task_log_tail(dag_id, run_id, task, lines)
+            except AirflowError as error:
+                tails[key] = [f"(its log could not be read: {error})"]
+        return tails
 
     def task_log_tail(self, dag_id: str, run_id: str, task: dict[str, Any], lines: int = 30) -> list[str]:
         """The last lines of a task instance's log (its latest try), as the UI shows them."""
@@ -133,3 +183,28 @@ def _log_line(entry: dict[str, Any] | str) -> str:
     for error in entry.get("error_detail") or []:
         line += f"\n    {error.get('exc_type', '')}: {error.get('exc_value', '')}"
     return line
+
+
+def answer_request_as_admin(settings: Any, dag_id: str, run_id: str, task_id: str, option: str,
+                            comment: str) -> str | None:
+    """Answer a waiting human-in-the-loop request as the local stack's admin, so that its task resumes now
+    rather than when the request expires; None when answered, else why not (it then expires by itself)."""
+    from twin.stack.components import StackPaths
+
+    user = settings.airflow_admin_user
+    try:
+        password = json.loads(StackPaths(settings.data_dir).airflow_passwords_file.read_text()).get(user)
+    except (OSError, ValueError) as exc:
+        return f"no password of {user!r} to log in with ({exc})"
+    try:
+        client = AirflowClient(f"http://{settings.host}:{settings.airflow_port}", user, password or "")
+    except (AirflowError, httpx.HTTPError) as exc:
+        return str(exc)
+    try:
+        client.wait_until_request_settled(dag_id, run_id, task_id)
+        client.respond(dag_id, run_id, task_id, [option], {"comment": comment})
+    except (AirflowError, httpx.HTTPError) as exc:
+        return str(exc)  # e.g. 409: a person answered it in Airflow meanwhile
+    finally:
+        client.close()
+    return None

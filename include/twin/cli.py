@@ -11,6 +11,8 @@ from twin.crawl.cli import register as register_crawl
 from twin.datasets.cli import register as register_datasets
 from twin.etl.cli import register as register_etl
 from twin.features.cli import register as register_features
+from twin.lineage import register as register_lineage
+from twin.serving.cli import register as register_serving
 from twin.settings import SettingsError
 from twin.stack.cli import register as register_stack
 from twin.training.cli import register as register_training
@@ -56,7 +58,7 @@ def demo() -> None:
 
 
 for register in (register_stack, register_crawl, register_etl, register_features, register_datasets,
-                 register_training):
+                 register_training, register_serving, register_lineage):
     register(app)
 
 

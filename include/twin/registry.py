@@ -111,6 +111,11 @@ class ModelRegistry:
             raise RegistryError(f"version {version} already is the champion")
         self.set_tags(author, version, {"approval": APPROVED, "approved_by": by or default_user(),
                                         "approved_at": now(), "approval_source": source, "reason": reason})
+        if self.settings.canary_approval_share > 0:  # a canary first, then twin.canary promotes it
+            from twin.canary.apply import on_approval
+
+            on_approval(self.settings, self, author, version, by=by or default_user())
+            return self._version(author, version)
         if champion is not None:
             self.client.set_registered_model_alias(name, PREVIOUS, champion)
         self.client.set_registered_model_alias(name, CHAMPION, version)

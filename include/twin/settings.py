@@ -277,8 +277,20 @@ class Settings(BaseSettings):
         description="MLflow experiment of training runs (each registers a version of twin-<author>).")
     training_config: Path | None = Field(None, validation_alias=_env("TWIN_TRAINING_CONFIG"),
         description="Training config YAML for the training DAG; unset: training/config.yaml.")
-    training_backend: Literal["local"] = Field("local", validation_alias=_env("TWIN_TRAINING_BACKEND"),
-        description="Where the training DAG trains: local (the deepspeed launcher as a subprocess).")
+    training_backend: Literal["local", "sagemaker"] = Field("local", validation_alias=_env("TWIN_TRAINING_BACKEND"),
+        description="Where the training DAG trains: local (the deepspeed launcher as a subprocess) or sagemaker.")
+    sagemaker_role_arn: str | None = Field(None, validation_alias=_env("TWIN_SAGEMAKER_ROLE_ARN"),
+        description="sagemaker backend: IAM role the training job runs as.")
+    sagemaker_image: str | None = Field(None, validation_alias=_env("TWIN_SAGEMAKER_IMAGE"),
+        description="sagemaker backend: training image (PyTorch GPU with this project installed, ECR URI).")
+    sagemaker_instance_type: str = Field("ml.g5.12xlarge", validation_alias=_env("TWIN_SAGEMAKER_INSTANCE_TYPE"),
+        description="sagemaker backend: instance type of the training job.")
+    sagemaker_gpus_per_instance: int = Field(4, ge=1, validation_alias=_env("TWIN_SAGEMAKER_GPUS_PER_INSTANCE"),
+        description="sagemaker backend: ranks the deepspeed launcher starts in the job (its GPUs).")
+    sagemaker_volume_gb: int = Field(100, ge=1, validation_alias=_env("TWIN_SAGEMAKER_VOLUME_GB"),
+        description="sagemaker backend: storage volume of the training instance.")
+    sagemaker_region: str | None = Field(None, validation_alias=_env("TWIN_SAGEMAKER_REGION"),
+        description="sagemaker backend: AWS region; unset: the usual AWS configuration.")
     training_num_procs: int = Field(2, ge=1, validation_alias=_env("TWIN_TRAINING_NUM_PROCS"),
         description="Ranks the deepspeed launcher starts (GPUs where there are GPUs, else CPU processes).")
     training_timeout_s: float = Field(7200.0, gt=0, validation_alias=_env("TWIN_TRAINING_TIMEOUT_S"),
@@ -289,6 +301,18 @@ class Settings(BaseSettings):
         description="Tokens each evaluated model may spend on one answer (greedy decoding).")
     eval_bootstrap_samples: int = Field(1000, ge=100, validation_alias=_env("TWIN_EVAL_BOOTSTRAP_SAMPLES"),
         description="Bootstrap resamples behind the style-similarity confidence intervals (95%).")
+    eval_grounding_examples: int = Field(8, ge=0, validation_alias=_env("TWIN_EVAL_GROUNDING_EXAMPLES"),
+        description="Held-out instructions answered with retrieved passages to score grounding (0: skip it).")
+    eval_grounding_k: int = Field(3, ge=1, validation_alias=_env("TWIN_EVAL_GROUNDING_K"),
+        description="Passages retrieved (from the author's training passages) for each grounded answer.")
+    judge_base_url: str | None = Field(None, validation_alias=_env("TWIN_JUDGE_BASE_URL"),
+        description="OpenAI-compatible endpoint of the evaluation's LLM judge; unset: heuristics only, labelled so.")
+    judge_model: str = Field("judge", validation_alias=_env("TWIN_JUDGE_MODEL"),
+        description="Model name sent to the judge endpoint.")
+    judge_api_key: SecretStr | None = Field(None, validation_alias=_env("TWIN_JUDGE_API_KEY"),
+        description="API key of the judge endpoint, if it needs one.")
+    judge_max_new_tokens: int = Field(64, ge=8, validation_alias=_env("TWIN_JUDGE_MAX_NEW_TOKENS"),
+        description="Tokens the judge may spend on one verdict.")
     gate_min_style_gain: float = Field(0.0, validation_alias=_env("TWIN_GATE_MIN_STYLE_GAIN"),
         description="Gate: the lower 95% bound of (twin - base) style similarity must exceed this.")
     gate_min_authorship_gain: float = Field(0.0, validation_alias=_env("TWIN_GATE_MIN_AUTHORSHIP_GAIN"),
@@ -301,6 +325,58 @@ class Settings(BaseSettings):
         description="How long the training DAG waits for a person's decision; on timeout nothing is approved.")
     approval_poll_s: float = Field(30.0, gt=0, validation_alias=_env("TWIN_APPROVAL_POLL_S"),
         description="How often the waiting task looks for a decision made in the MLflow UI (the approval tag).")
+
+    # --- canary release and online comparison (twin.canary, DAG canary) -----------------------
+    canary_min_requests: int = Field(200, ge=1, validation_alias=_env("TWIN_CANARY_MIN_REQUESTS"),
+        description="Canary: requests each of champion and challenger must have served before any decision.")
+    canary_min_feedback: int = Field(30, ge=1, validation_alias=_env("TWIN_CANARY_MIN_FEEDBACK"),
+        description="Canary: ratings each version needs before its thumbs-up rate is compared.")
+    canary_alpha: float = Field(0.05, gt=0, lt=0.5, validation_alias=_env("TWIN_CANARY_ALPHA"),
+        description="Canary: significance level of every one-sided test (non-inferiority and harm).")
+    canary_error_margin: float = Field(0.02, ge=0, le=1, validation_alias=_env("TWIN_CANARY_ERROR_MARGIN"),
+        description="Canary: the challenger's error rate may exceed the champion's by at most this (absolute).")
+    canary_feedback_margin: float = Field(0.1, ge=0, le=1, validation_alias=_env("TWIN_CANARY_FEEDBACK_MARGIN"),
+        description="Canary: the challenger's thumbs-up rate may trail the champion's by at most this (absolute).")
+    canary_latency_margin: float = Field(0.2, ge=0, validation_alias=_env("TWIN_CANARY_LATENCY_MARGIN"),
+        description="Canary: the challenger's latencies may be at most this fraction slower than the champion's.")
+    canary_max_error_rate: float = Field(0.05, gt=0, le=1, validation_alias=_env("TWIN_CANARY_MAX_ERROR_RATE"),
+        description="Canary: roll back when the challenger's error rate is significantly above this limit.")
+    canary_max_p95_latency_ms: float = Field(10000.0, gt=0, validation_alias=_env("TWIN_CANARY_MAX_P95_LATENCY_MS"),
+        description="Canary: roll back when significantly more than 5% of the challenger's requests take longer.")
+    canary_approval_share: float = Field(0.0, ge=0, le=1, validation_alias=_env("TWIN_CANARY_APPROVAL_SHARE"),
+        description="Share an approved challenger gets as a canary; 0: an approval promotes at once, no canary.")
+
+    # --- serving (twin.serving: Ray Serve LLM deployment and RAG ingress) -----------------------
+    serve_api_keys: SecretStr | None = Field(None, validation_alias=_env("TWIN_SERVE_API_KEYS"),
+        description="HTTP API keys, comma-separated (Bearer or X-API-Key); unset: twin serve up generates one.")
+    serve_max_body_bytes: int = Field(65536, ge=1024, validation_alias=_env("TWIN_SERVE_MAX_BODY_BYTES"),
+        description="Largest request body the HTTP API accepts (413 above it).")
+    serve_max_question_chars: int = Field(2000, ge=10, validation_alias=_env("TWIN_SERVE_MAX_QUESTION_CHARS"),
+        description="Longest question or chat message the HTTP API accepts (422 above it).")
+    serve_rate_limit_per_min: int = Field(600, ge=0, validation_alias=_env("TWIN_SERVE_RATE_LIMIT_PER_MIN"),
+        description="Requests per minute per client key and ingress replica (429 above it); 0: no limit.")
+    serve_registry_poll_s: float = Field(10.0, gt=0, validation_alias=_env("TWIN_SERVE_REGISTRY_POLL_S"),
+        description="Seconds between the ingress's reads of each twin's champion alias (hot swap).")
+    canary_config_ttl_s: float = Field(2.0, ge=0, validation_alias=_env("TWIN_CANARY_CONFIG_TTL_S"),
+        description="Seconds the ingress caches an author's canary config (a share change applies after it).")
+    serve_default_k: int = Field(5, ge=1, le=50, validation_alias=_env("TWIN_SERVE_DEFAULT_K"),
+        description="Passages retrieved per question when the request names no k.")
+    serve_max_batch_size: int = Field(8, ge=1, validation_alias=_env("TWIN_SERVE_MAX_BATCH_SIZE"),
+        description="Most generations the LLM deployment batches into one forward pass (@serve.batch).")
+    serve_batch_wait_s: float = Field(0.05, ge=0, validation_alias=_env("TWIN_SERVE_BATCH_WAIT_S"),
+        description="Seconds the LLM deployment waits to fill a batch.")
+    serve_max_models_per_replica: int = Field(3, ge=1, validation_alias=_env("TWIN_SERVE_MAX_MODELS_PER_REPLICA"),
+        description="Model versions one LLM replica holds at once (Serve multiplexing, least recently used out).")
+    serve_llm_num_cpus: float = Field(1.0, gt=0, validation_alias=_env("TWIN_SERVE_LLM_NUM_CPUS"),
+        description="CPUs of one LLM replica.")
+    serve_llm_num_gpus: float | None = Field(None, ge=0, validation_alias=_env("TWIN_SERVE_LLM_NUM_GPUS"),
+        description="GPUs of one LLM replica; unset: 1 when CUDA is present, else 0.")
+    serve_rag_num_cpus: float = Field(0.5, gt=0, validation_alias=_env("TWIN_SERVE_RAG_NUM_CPUS"),
+        description="CPUs of one RAG ingress replica.")
+    serve_experiment: str = Field("twin-serving", validation_alias=_env("TWIN_SERVE_EXPERIMENT"),
+        description="MLflow experiment that receives the trace of every served request.")
+    serve_tracing: bool = Field(True, validation_alias=_env("TWIN_SERVE_TRACING"),
+        description="Trace every served request in MLflow (retrieval span, prompt, tokens, latency, version).")
 
     @field_validator("data_dir", "sources_file")
     @classmethod

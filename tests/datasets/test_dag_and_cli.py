@@ -33,6 +33,12 @@ def test_dag_builds_once_then_skips_and_the_commands_read_its_versions(airflow_d
     [changed] = announce.xcom_pull(task_ids="announce_datasets")
     author, version = changed.split("/")
     assert author == "mara"
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:  # the event tells the training DAG whose twin to train
+        event = session.query(AssetEvent).filter_by(source_dag_id="datasets", source_run_id=first.run_id).one()
+        assert event.extra["author"] == "mara" and event.extra["version"] == version
 
     second = dag.test()
     assert {ti.task_id: str(ti.state) for ti in second.get_task_instances()}["announce_datasets"] == "skipped"

@@ -22,6 +22,8 @@ def _hit(doc: str, text: str, score: float) -> SearchHit:
 def test_features_of_one_retrieval_worked_out_by_hand() -> None:
     query = "How do Bloom filters size their bits for FAISS?"
     assert content_words(query) == ["bloom", "filters", "size", "bits", "faiss"]
+    # How the question is asked is not what it asks about.
+    assert content_words("Which rate does Noor use for dropout?") == ["rate", "noor", "dropout"]
     top = _hit("a", "A Bloom filter needs about ten bits per key.", 0.6)
     vector = [top, _hit("b", "other", 0.4), _hit("c", "other", 0.2)]
     bm25 = [_hit("a", top.chunk.text, 3.0)]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
 
 from tests.search.chunks import DIM, EPOCH, axis, make_chunk, unit
 from twin.models import Chunk, DocumentKind, SearchFilters
-from twin.search.base import HybridWeights, SearchIndex
+from twin.search.base import HybridWeights, IndexNotBuiltError, SearchIndex
 
 ARTICLE, CODE, POST = DocumentKind.ARTICLE, DocumentKind.CODE, DocumentKind.POST
 
@@ -117,6 +118,15 @@ def test_bm25_finds_the_term_matching_chunk(index: SearchIndex):
     assert index.search_bm25("zebra", 3) == []
 
 
+def test_title_weight_lets_bm25_match_the_title(index: SearchIndex):
+    index.upsert(corpus())  # each title is "title <id>"; no chunk text says "undated"
+    assert index.search_bm25("undated", 3) == []
+    index.title_boost = 2.0  # type: ignore[attr-defined]
+    assert ids(index.search_bm25("undated", 3)) == ["undated"]
+    # Both chunks say "apple"; the title's weight puts the one titled "apple" first.
+    assert ids(index.search_bm25("apple", 3))[0] == "apple"
+
+
 def test_vector_finds_the_nearest(knn_index: SearchIndex):
     knn_index.upsert(corpus())
     query = unit(0.1, 0.2, 1.0)  # closest to axis 2 ("compiler"), then axis 1 ("kernel")
@@ -126,6 +136,16 @@ def test_vector_finds_the_nearest(knn_index: SearchIndex):
         assert hits[0].retriever == "vector" and hits[0].ranks == {"vector": 1}
         assert hits[0].score == pytest.approx(1.0 / (1 + 0.01 + 0.04) ** 0.5, abs=1e-3)  # cosine
         assert hits[0].score > hits[1].score
+
+
+def test_hybrid_parts_are_the_fused_ranking_and_the_two_lists(knn_index: SearchIndex):
+    knn_index.upsert(corpus())
+    query, vector = "apple kernel", unit(1.0, 0.3)
+    parts = knn_index.search_hybrid_parts(query, vector, 3, parts=2)
+    assert ids(parts.fused) == ids(knn_index.search_hybrid(query, vector, 3))
+    assert ids(parts.bm25) == ids(knn_index.search_bm25(query, 2))
+    assert ids(parts.vector) == ids(knn_index.search_vector(vector, 2)) == ["apple", "kernel"]
+    assert [h.score for h in parts.vector] == pytest.approx([h.score for h in knn_index.search_vector(vector, 2)])
 
 
 @pytest.mark.parametrize("method", ["rrf", "score"])
@@ -264,3 +284,12 @@ def test_empty_query_and_empty_index(index: SearchIndex):
     assert index.search_bm25("   ", 5) == []
     assert index.chunk_ids("doc") == set()
     assert index.delete_documents([]) == 0
+
+
+def test_searching_an_index_never_built_names_the_missing_index(open_index):
+    """Before the features pipeline ran: a typed error the API answers with 503, not a bare 500."""
+    never_built = open_index(f"t-{uuid.uuid4().hex[:12]}")
+    with pytest.raises(IndexNotBuiltError, match="features pipeline"):
+        never_built.search_bm25("apple orchards", 5)
+    with pytest.raises(IndexNotBuiltError):
+        never_built.search_hybrid_parts("apple orchards", axis(0), 5)

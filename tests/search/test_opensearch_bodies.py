@@ -57,6 +57,11 @@ def test_bm25_query_matches_text_inside_the_filters():
         "bool": {"must": [{"match": {"text": {"query": "apple pie"}}}], "filter": FILTER_CLAUSES}}
 
 
+def test_bm25_query_with_a_title_weight_sums_text_and_weighted_title():
+    assert bm25_query("apple pie", None, title_boost=1.5) == {"bool": {"must": [{"multi_match": {
+        "query": "apple pie", "fields": ["text", "title^1.5"], "type": "most_fields"}}], "filter": []}}
+
+
 def test_knn_query_filters_while_searching():
     assert knn_query([0.1, 0.2], 5, None) == {"knn": {VECTOR: {"vector": [0.1, 0.2], "k": 5}}}
     assert knn_query([0.1, 0.2], 5, FILTERS) == {"knn": {VECTOR: {

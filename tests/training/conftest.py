@@ -15,6 +15,12 @@ from pathlib import Path
 import pytest
 from lxml import html
 
+from tests.llm.support import (  # noqa: F401  (fixtures: the OpenAI-compatible server of the judge tests)
+    local_backend,
+    model_cache_dir,
+    openai_server,
+    openai_server_session,
+)
 from twin.datasets.versions import DatasetVersions, file_name, to_jsonl
 from twin.demo.corpus_files import AUTHORS, SITE_DIR, article_paths
 from twin.storage.artifacts import LocalArtifactStore

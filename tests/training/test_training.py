@@ -21,7 +21,8 @@ from twin.training.launch import launcher_command, run_launcher
 pytestmark = pytest.mark.slow
 
 AUTHOR = "mara-lindqvist"
-EVAL_ENV = {"TWIN_EVAL_MAX_EXAMPLES": "4", "TWIN_EVAL_MAX_NEW_TOKENS": "24", "TWIN_EVAL_BOOTSTRAP_SAMPLES": "200"}
+EVAL_ENV = {"TWIN_EVAL_MAX_EXAMPLES": "4", "TWIN_EVAL_MAX_NEW_TOKENS": "24", "TWIN_EVAL_BOOTSTRAP_SAMPLES": "200",
+            "TWIN_EVAL_GROUNDING_EXAMPLES": "2"}
 
 
 def write_config(path: Path, **changes) -> Path:
@@ -83,6 +84,10 @@ def test_launcher_trains_two_ranks_with_zero2(launched: dict) -> None:
     report = launched["evaluation"]
     style = report["style"]["candidate"]
     assert style["low"] <= style["mean"] <= style["high"]
+    # Grounding of answers given the retrieved passages, for the twin and the base; heuristics, labelled so.
+    assert "eval.grounding" in tags and "eval.grounding_base" in tags
+    assert 0.0 <= report["grounding"]["candidate"]["mean"] <= 1.0 and "heuristic" in report["grounding_note"]
+    assert tags["eval_method"] == "heuristic" and report["judge"] is None and "no judge" in report["judge_note"]
     # The gate's decision and the aliases agree: only a passing version waits as challenger.
     aliases = client.get_registered_model(f"twin-{AUTHOR}").aliases
     assert (aliases.get("challenger") == launched["model_version"]) == (tags["gate"] == "passed")

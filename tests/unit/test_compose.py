@@ -429,7 +429,7 @@ def test_dockerfile_installs_exactly_the_lock() -> None:
 
 def test_dockerfile_copies_the_platform_and_runs_unprivileged() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    copied = set(re.findall(r"^COPY (?:--\S+ )*(\S+)/ ", dockerfile, re.M))
+    copied = set(re.findall(r"^COPY (?!--from)(?:--\S+ )*(\S+)/ ", dockerfile, re.M))
     assert {"include", "dags", "plugins", "serving", "training", "expectations"} <= copied
     for folder in copied:
         assert (REPO / folder).is_dir(), f"Dockerfile copies missing {folder}/"
@@ -450,6 +450,10 @@ def test_dockerfile_points_the_installed_library_at_the_copied_folders() -> None
     assert env["TWIN_EXPECTATIONS_DIR"] == f"{workdir}/{copied['expectations']}"
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == f"{workdir}/{copied['dags']}"
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == f"{workdir}/{copied['plugins']}"
+    # The report's scripts and styles come from the npm build stage, so the image's report works offline.
+    staged = re.search(r"^COPY --from=report-assets (\S+)/ (\S+)/$", dockerfile, re.M)
+    assert staged and env["TWIN_REPORT_ASSETS_DIR"] == f"{workdir}/{staged.group(2)}"
+    assert "scripts/install_report_assets.sh" in dockerfile
 
 
 # --- Docker's own parser, where installed ---------------------------------------------------------------

@@ -11,6 +11,9 @@ import os
 import shlex
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,14 +21,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from twin.airflow_client import FINISHED, AirflowClient, AirflowError, DagRun
+from twin.airflow_client import FINISHED, AirflowClient, DagRun
 from twin.settings import Settings, get_settings
 
-PIPELINE_DAGS = ["smoke", "crawl", "etl", "features", "datasets"]
+PIPELINE_DAGS = ["smoke", "crawl", "etl", "features", "datasets", "training"]
 # The demo builds one author's datasets from a few passages: the packaged model writes about one
 # instruction and one answer per passage and second on 2 cores, so a full corpus would take long.
 DEMO_AUTHOR = "mara-lindqvist"
 DEMO_DATASET_PASSAGES = 8
+# The demo's evaluation is sized for 2 cores: fewer held-out examples and shorter answers than the defaults.
+DEMO_EVALUATION = {"TWIN_EVAL_MAX_EXAMPLES": "8", "TWIN_EVAL_MAX_NEW_TOKENS": "64", "TWIN_EVAL_GROUNDING_EXAMPLES": "4"}
+# The question the demo asks the demo author's twin (her post on idempotent backfills answers it).
+DEMO_QUESTION = "What rules make a backfill safe to run twice, and why overwrite the whole partition?"
 SAMPLE_QUESTION = "How long should a sourdough starter ferment before baking?"
 
 
@@ -44,6 +51,34 @@ class DemoPaths:
         self.repository = self.root / "pipeline-kit"
         self.export = self.root / "exports" / "tomas-okafor-x-export.zip"
         self.sources = self.root / "sources.yaml"
+
+
+@dataclass
+class StageClock:
+    """Times each stage of the demo and says where to look at what it made."""
+
+    console: Console
+    stages: list[tuple[str, float, str]] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str, where: str = "") -> Iterator[None]:
+        self.console.rule(f"[bold]{name}")
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            elapsed = time.monotonic() - started
+            self.stages.append((name, elapsed, where))
+            self.console.print(f"[dim]{name}: {elapsed:.1f} s[/]")
+
+    def summary(self) -> Table:
+        table = Table(title="Demo stages")
+        for column in ("stage", "seconds", "where to look"):
+            table.add_column(column, justify="right" if column == "seconds" else "left")
+        for name, elapsed, where in self.stages:
+            table.add_row(name, f"{elapsed:.1f}", where)
+        table.add_row("total", f"{sum(e for _, e, _ in self.stages):.1f}", "")
+        return table
 
 
 def prepare_corpus(paths: DemoPaths, base_url: str) -> Path:
@@ -75,6 +110,8 @@ def _with_demo_dataset_limits(settings: Settings) -> Settings:
     limit = settings.dataset_max_passages or DEMO_DATASET_PASSAGES
     # In the environment, so that the stack's Airflow processes started next see them too.
     os.environ["TWIN_AUTHOR"], os.environ["TWIN_DATASET_MAX_PASSAGES"] = author, str(limit)
+    for name, value in DEMO_EVALUATION.items():  # read by the training DAG's evaluation, not here
+        os.environ.setdefault(name, value)
     get_settings.cache_clear()
     return settings.model_copy(update={"author": author, "dataset_max_passages": limit})
 
@@ -89,16 +126,20 @@ def _with_demo_crawl_allowances(settings: Settings) -> Settings:
     return settings.model_copy(update={"fetch_allowed_networks": networks, "crawl_sources_dirs": folders})
 
 
-def run_demo(settings: Settings | None = None, console: Console | None = None, timeout_s: float = 900) -> None:
+def run_demo(settings: Settings | None = None, console: Console | None = None, timeout_s: float = 900,
+             model_stages: bool = True) -> None:
+    """`model_stages=False` stops after the datasets (the training DAG stays paused, nothing is served)."""
     from twin.demo import serve_sample_site
     from twin.stack.stack import ensure_stack
 
     settings = _with_demo_dataset_limits(_with_demo_crawl_allowances(_with_demo_sources(settings or get_settings())))
     console = console or Console()
+    clock = StageClock(console)
     console.rule("[bold]LLM twin demo")
     console.print(f"data folder: {settings.data_dir}  sources: {settings.sources_file}")
 
-    stack = ensure_stack(settings, progress=lambda line: console.print(f"  stack: {line}"))
+    with clock.stage("local stack", "twin stack status"):
+        stack = ensure_stack(settings, progress=lambda line: console.print(f"  stack: {line}"))
     user, password = stack.airflow_credentials()
     if not password:
         raise DemoError("the Airflow API server has not written its admin password yet; see twin stack status")
@@ -108,58 +149,134 @@ def run_demo(settings: Settings | None = None, console: Console | None = None, t
         sources = prepare_corpus(DemoPaths(settings.data_dir / "demo"), base_url)
         console.print(f"sample site: {base_url}  sources: {sources}")
         airflow = AirflowClient(f"http://{settings.host}:{settings.airflow_port}", user, password)
+        ui = f"http://{settings.host}:{settings.airflow_port}"
         try:
-            _run_pipelines(airflow, sources, console, timeout_s)
+            started = datetime.now(UTC)
+            dags = PIPELINE_DAGS if model_stages else [d for d in PIPELINE_DAGS if d != "training"]
+            if _run_pipelines(airflow, sources, clock, timeout_s, ui, started, dags) and model_stages:
+                _train_and_approve(airflow, settings, clock, timeout_s, ui, started)
         finally:
             airflow.close()
     finally:
         server.stop()
+    if model_stages:
+        _serve_and_ask(settings, clock)
     _print_results(settings, console, user, password)
     _show_commands(console)
+    console.print(clock.summary())
 
 
-def _run_pipelines(airflow: AirflowClient, sources: Path, console: Console, timeout_s: float) -> None:
-    for dag_id in PIPELINE_DAGS:
+def _run_pipelines(airflow: AirflowClient, sources: Path, clock: StageClock, timeout_s: float, ui: str,
+                   started: datetime, dags: list[str]) -> bool:
+    """Crawl through datasets; True when new datasets were built (so the training DAG was triggered)."""
+    console = clock.console
+    for dag_id in dags:
         airflow.wait_for_dag(dag_id, timeout=120)
         if dag_id != "crawl":
             airflow.unpause(dag_id)
 
-    smoke = airflow.trigger("smoke")
-    _expect_success(airflow, airflow.wait_for_run("smoke", smoke.run_id, timeout_s), console)
+    with clock.stage("smoke", f"{ui}/dags/smoke"):
+        smoke = airflow.trigger("smoke")
+        _expect_success(airflow, airflow.wait_for_run("smoke", smoke.run_id, timeout_s), console)
 
-    started = datetime.now(UTC)
-    crawl = airflow.trigger("crawl", conf={"sources_file": str(sources)})
-    # On its first unpause the daily crawl also schedules a run for the latest interval; with
-    # max_active_runs=1 it may run before ours, and then ours finds nothing new.
-    airflow.unpause("crawl")
-    console.print(f"crawl: triggered run {crawl.run_id}")
-    _expect_success(airflow, airflow.wait_for_run("crawl", crawl.run_id, timeout_s), console)
+    with clock.stage("crawl", f"{ui}/dags/crawl"):
+        crawl = airflow.trigger("crawl", conf={"sources_file": str(sources)})
+        # On its first unpause the daily crawl also schedules a run for the latest interval; with
+        # max_active_runs=1 it may run before ours, and then ours finds nothing new.
+        airflow.unpause("crawl")
+        console.print(f"crawl: triggered run {crawl.run_id}")
+        _expect_success(airflow, airflow.wait_for_run("crawl", crawl.run_id, timeout_s), console)
     # Each producer updates its Asset only when something changed; a rerun on an unchanged corpus
     # therefore triggers nothing downstream, which is the point.
-    for producer, announce, consumer in (("crawl", "publish_raw_documents", "etl"),
-                                         ("etl", "announce_cleaned_documents", "features"),
-                                         ("features", "announce_chunks", "datasets")):
+    for producer, announce, consumer, where in (
+            ("crawl", "publish_raw_documents", "etl", "twin quality report"),
+            ("etl", "announce_cleaned_documents", "features", "twin search / twin eval retrieval"),
+            ("features", "announce_chunks", "datasets", "twin dataset list")):
         producer_runs = [r for r in airflow.runs_queued_since(producer, started) if r.state in FINISHED]
         if not any(airflow.task_state(producer, r.run_id, announce) == "success" for r in producer_runs):
             console.print(f"{producer}: nothing changed, so {consumer} was not triggered")
+            return False
+        with clock.stage(consumer, f"{ui}/dags/{consumer}; {where}"):
+            run = airflow.wait_for_triggered_run(consumer, started, timeout=timeout_s)
+            _expect_success(airflow, run, console)
+    return True
+
+
+def _train_and_approve(airflow: AirflowClient, settings: Settings, clock: StageClock, timeout_s: float, ui: str,
+                       started: datetime) -> None:
+    """The Asset-triggered `training` run trains, evaluates and gates; then it waits for a person, whom
+    the demo stands in for with `twin model approve`, exactly as a user would type it."""
+    from twin.registry import ModelRegistry
+    from twin.training.data import untrainable_reason
+
+    console = clock.console
+    author = settings.author or DEMO_AUTHOR
+    with clock.stage("training and evaluation", f"{ui}/dags/training; MLflow {settings.resolved_mlflow_uri}"):
+        run = _wait_for_tasks(airflow, console, "training", started, ("gate",), timeout_s)
+        if airflow.task_state("training", run.run_id, "train") == "skipped":
+            console.print(f"[yellow]training skipped: {untrainable_reason(settings, author)}[/]. The base model "
+                          f"serves. For a full set: twin dataset build --author {author}, then trigger the DAG "
+                          "training (Airflow UI) or run twin train")
             return
-        run = airflow.wait_for_triggered_run(consumer, started, timeout=timeout_s)
-        _expect_success(airflow, run, console)
+        version = ModelRegistry(settings).list(author)[-1]
+        console.print(f"training: version {version.version} of twin-{author}, gate {version.tags.get('gate')}")
+        _run_twin(console, ["model", "list", "--author", author])
+    if version.tags.get("gate") != "passed":
+        console.print(f"[yellow]version {version.version} did not pass the gate, so nobody is asked to approve "
+                      "it and the base model keeps serving[/]")
+        return
+    with clock.stage("approval", f"{ui} (Browse, Required Actions) or the MLflow UI"):
+        console.print("The training run now waits for a person: Approve in the Airflow UI (Browse, Required "
+                      f"Actions), or set the tag approval=approved on version {version.version} in the MLflow UI. "
+                      "The demo approves from the command line:")
+        _run_twin(console, ["model", "approve", version.version, "--author", author,
+                            "--reason", "approved by make demo"], check=True)
+        _wait_for_tasks(airflow, console, "training", started, ("record_decision",), timeout_s, run=run)
+
+
+def _wait_for_tasks(airflow: AirflowClient, console: Console, dag_id: str, after: datetime, tasks: tuple[str, ...],
+                    timeout_s: float, run: DagRun | None = None, poll_s: float = 3.0) -> DagRun:
+    """Wait until the tasks of the run queued after `after` finished (a waiting DAG run never does)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = [run] if run else airflow.runs_queued_since(dag_id, after)
+        for candidate in runs:
+            states = [airflow.task_state(dag_id, candidate.run_id, task) for task in tasks]
+            if all(state in ("success", "skipped") for state in states):
+                return candidate
+            if any(state in ("failed", "upstream_failed") for state in states):
+                _expect_success(airflow, airflow.get_run(dag_id, candidate.run_id), console)
+        time.sleep(poll_s)
+    raise DemoError(f"{dag_id}: {', '.join(tasks)} did not finish within {timeout_s:.0f} s; see the Airflow UI")
+
+
+def _run_twin(console: Console, args: list[str], check: bool = False) -> None:
+    twin = str(Path(sys.executable).parent / "twin")
+    console.rule(f"$ twin {shlex.join(args)}")
+    result = subprocess.run([twin, *args], check=False)
+    if check and result.returncode:
+        raise DemoError(f"twin {shlex.join(args)} failed (exit {result.returncode})")
+
+
+def _serve_and_ask(settings: Settings, clock: StageClock) -> None:
+    """Deploy the twin and its RAG service on the stack's Ray Serve, ask one question, show the canary."""
+    api, console = f"http://{settings.host}:{settings.serve_port}", clock.console
+    with clock.stage("serving", f"{api} (web page), {api}/docs (API)"):
+        _run_twin(console, ["serve", "up"], check=True)
+    with clock.stage("a question", f"twin ask \"...\"; traces in MLflow {settings.resolved_mlflow_uri}"):
+        _run_twin(console, ["ask", DEMO_QUESTION, "--author", settings.author or DEMO_AUTHOR], check=True)
+    with clock.stage("canary", "twin model canary status; DAG canary"):
+        _run_twin(console, ["model", "canary", "status", "--author", settings.author or DEMO_AUTHOR])
 
 
 def _expect_success(airflow: AirflowClient, run: DagRun, console: Console) -> None:
     if run.state != "success":
-        failed = airflow.failed_task_instances(run.dag_id, run.run_id)
-        for task in failed:
-            if task.get("state") != "failed":
-                continue
-            console.rule(f"[red]{run.dag_id}.{task['task_id']} failed: the end of its log")
-            try:
-                console.print("\n".join(airflow.task_log_tail(run.dag_id, run.run_id, task)), markup=False,
-                              highlight=False)
-            except AirflowError as error:
-                console.print(f"(its log could not be read: {error})", markup=False)
-        names = [f"{t['task_id']} ({t.get('state')})" for t in failed]
+        tails = airflow.failed_task_logs(run.dag_id, run.run_id)
+        for task, lines in tails.items():
+            if lines:
+                console.rule(f"[red]{run.dag_id}.{task}: the end of its log")
+                console.print("\n".join(lines), markup=False, highlight=False)
+        names = list(tails)
         raise DemoError(f"{run.dag_id} run {run.run_id} ended {run.state}; failed tasks: {names}. "
                         "The end of each failed task's log is printed above; the Airflow UI has the whole log.")
     console.print(f"[green]{run.dag_id}[/]: run {run.run_id} succeeded")
@@ -167,11 +284,9 @@ def _expect_success(airflow: AirflowClient, run: DagRun, console: Console) -> No
 
 def _show_commands(console: Console) -> None:
     """Run the commands a user runs next, exactly as they would type them."""
-    twin = str(Path(sys.executable).parent / "twin")
     for args in (["search", SAMPLE_QUESTION, "-k", "3"], ["quality", "report"], ["eval", "retrieval"],
                  ["dataset", "list"]):
-        console.rule(f"$ twin {shlex.join(args)}")
-        subprocess.run([twin, *args], check=False)
+        _run_twin(console, args)
 
 
 def _print_results(settings: Settings, console: Console, user: str, password: str) -> None:

@@ -249,6 +249,11 @@ def orphaned_duplicates(store: DocumentStore, batch_ids: list[str]) -> list[dict
 
 
 # --- planning: validate, clean, validate, de-duplicate (reads only) ---------------------------------
+def cleaned_suite_parameters(settings: Settings) -> dict[str, Any]:
+    """The cleaned-documents suite's bounds that come from settings (its `$PARAMETER` placeholders)."""
+    return {"cleaning_max_loss_share": settings.cleaning_max_loss_share}
+
+
 def plan_batch(raws: list[dict[str, Any]], run_id: str, settings: Settings, store: DocumentStore,
                canonical: DuplicateIndex | None = None) -> BatchPlan:
     plan = BatchPlan(report=EtlReport(run_id=run_id, processed=len(raws)))
@@ -258,8 +263,7 @@ def plan_batch(raws: list[dict[str, Any]], run_id: str, settings: Settings, stor
     raw_outcome = validate_records(RAW_CHECKPOINT, raw_frame(raws), settings=settings, run_name=run_id)
     candidates = _clean_valid(raws, raw_outcome, run_id, settings, plan)
     cleaned_outcome = validate_records(CLEANED_CHECKPOINT, cleaned_frame(candidates), settings=settings,
-                                       run_name=run_id,
-                                       parameters={"cleaning_max_loss_share": settings.cleaning_max_loss_share})
+                                       run_name=run_id, parameters=cleaned_suite_parameters(settings))
     plan.report.validated = True
     plan.batch_failures = raw_outcome.batch_failures + cleaned_outcome.batch_failures
     good = []

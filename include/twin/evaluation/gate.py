@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+import numpy as np
+
+from twin.evaluation.grounding import grounded_prompts, judge_from_settings, lexical_support, top_k
 from twin.evaluation.metrics import AuthorshipClassifier, bootstrap_mean, cosine_rows, perplexity
 from twin.registry import CHAMPION, ModelRegistry
 from twin.settings import Settings
@@ -40,6 +43,38 @@ def other_authors_passages(settings: Settings, author: str) -> list[str]:
             latest[manifest["author_id"]] = manifest["version"]
     return [r["output"] for other, v in sorted(latest.items())
             for r in versions.rows(other, v, "instruction", "train")]
+
+
+def stored_report(settings: Settings, author: str, version: str) -> dict[str, Any] | None:
+    """The gate's figures as recorded on a version that was evaluated already, else None: a rerun of the
+    DAG (or of its evaluate task) on that version decides on the same figures instead of re-scoring."""
+    info = ModelRegistry(settings).get(author, version)
+    if info.tags.get("gate") not in ("passed", "failed"):
+        return None
+
+    def figure(key: str) -> float | None:
+        return float(info.metrics[key]) if key in info.metrics else None
+
+    reasons = [r for r in info.tags.get("gate_reasons", "").split("; ") if r]
+    authorship = None if figure("authorship") is None else {"candidate": figure("authorship"),
+                                                             "base": figure("authorship_base")}
+    return {"author": author, "version": str(version), "gate": info.tags["gate"], "reasons": reasons,
+            "perplexity": {"candidate": figure("perplexity"), "base": figure("perplexity_base")},
+            "style_gain_over_base": {"mean": figure("style_gain"), "low": figure("style_gain_low"),
+                                     "high": figure("style_gain_high")},
+            "authorship": authorship, "method": info.tags.get("eval_method", ""), "stored": True}
+
+
+def gate_version(settings: Settings, author: str, version: str) -> dict[str, Any]:
+    """The gate's report on a version: its recorded figures when it was evaluated before (a passing, still
+    undecided version is challenger again), else a fresh evaluation."""
+    report = stored_report(settings, author, version)
+    if report is None:
+        return evaluate_and_gate(settings, author, version)
+    registry = ModelRegistry(settings)
+    if report["gate"] == "passed" and registry.get(author, version).approval not in ("approved", "rejected"):
+        registry.mark_challenger(author, str(version))
+    return report
 
 
 def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str, Any]:
@@ -103,16 +138,26 @@ def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str
                                                  seed=settings.llm_seed), batch_size=settings.llm_batch_size)
     instructions = [r["instruction"] for r in held_out]
     references = [r["output"] for r in held_out]
+    embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                        device=settings.embedding_device)
+    # Grounding: a few held-out questions answered with the author's retrieved training passages in the prompt.
+    library = [r["output"] for r in data.instruction_train]
+    grounded_questions = instructions[: settings.eval_grounding_examples] if library else []
+    contexts = [[library[i] for i in row] for row in top_k(
+        embedder.encode(grounded_questions), embedder.encode(library), settings.eval_grounding_k)] \
+        if grounded_questions else []
     answers: dict[str, list[str]] = {}
+    grounded_answers: dict[str, list[str]] = {}
     ppl: dict[str, float] = {}
     for label in labels:
         with as_model(label):
             ppl[label] = perplexity(model, tokenizer, [r["messages"] for r in held_out])
             answers[label] = [g.text for g in client.chat(instructions)]
+            if grounded_questions:
+                grounded_answers[label] = [g.text for g in client.chat(grounded_prompts(grounded_questions,
+                                                                                        contexts))]
     tmp.cleanup()
 
-    embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                        device=settings.embedding_device)
     reference_vectors = embedder.encode(references)
     style = {label: cosine_rows(embedder.encode(answers[label]), reference_vectors) for label in labels}
     boot = settings.eval_bootstrap_samples
@@ -129,6 +174,29 @@ def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str
         authorship["held_out_passages"] = classifier.author_share(references)  # the check's own recall
         authorship_note = (f"char n-gram logistic regression on {classifier.training_sizes['author']} passages of the "
                            f"author and {classifier.training_sizes['others']} of others")
+
+    boot_seed = {"samples": boot, "seed": settings.llm_seed}
+    grounding = {label: bootstrap_mean([lexical_support(a, c) for a, c in zip(grounded_answers[label], contexts,
+                                                                              strict=True)], **boot_seed)
+                 for label in grounded_answers}
+    grounding_note = (f"lexical support of {len(grounded_questions)} answers in the {settings.eval_grounding_k} "
+                      "training passages retrieved for each (heuristic)" if grounding
+                      else "no grounding examples (TWIN_EVAL_GROUNDING_EXAMPLES=0 or no training passages)")
+    judge = judge_from_settings(settings)
+    judged: dict[str, dict[str, float]] = {}
+    judge_note = "no judge endpoint configured (TWIN_JUDGE_BASE_URL): heuristics only"
+    if judge is not None and grounded_questions:
+        n = len(grounded_questions)
+        for label in labels:
+            style_v = judge.grade(grounded_questions, references[:n], contexts, answers[label][:n])
+            ground_v = judge.grade(grounded_questions, references[:n], contexts, grounded_answers[label])
+            ok_style = [v.style for v in style_v if v is not None]
+            ok_ground = [v.grounded for v in ground_v if v is not None]
+            judged[label] = {"style": float(np.mean(ok_style)) if ok_style else float("nan"),
+                             "grounded": float(np.mean(ok_ground)) if ok_ground else float("nan"),
+                             "unparsed": float(2 * n - len(ok_style) - len(ok_ground))}
+        judge_note = f"LLM judge {judge.name} with prompt judge.txt, scores 1-5 on {n} answers per model"
+    method = f"llm-judge ({judge.name}) + {HEURISTIC}" if judged else HEURISTIC
 
     reasons: list[str] = []
     if gain.low <= settings.gate_min_style_gain:
@@ -150,7 +218,9 @@ def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str
 
     report: dict[str, Any] = {
         "author": author, "version": str(version), "dataset_version": data.version, "base_model": base_model,
-        "base_revision": base_revision, "examples": len(held_out), "method": HEURISTIC, "perplexity": ppl,
+        "base_revision": base_revision, "examples": len(held_out), "method": method, "perplexity": ppl,
+        "grounding": {k: v.as_dict() for k, v in grounding.items()}, "grounding_note": grounding_note,
+        "judge": judged or None, "judge_note": judge_note,
         "style": {k: v.as_dict() for k, v in intervals.items()}, "style_gain_over_base": gain.as_dict(),
         "authorship": authorship, "authorship_note": authorship_note, "champion_note": champion_note,
         "gate": "passed" if passed else "failed", "reasons": reasons,
@@ -165,9 +235,16 @@ def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str
         metrics.update({"eval.authorship": authorship["candidate"], "eval.authorship_base": authorship["base"]})
     if "champion" in labels:
         metrics["eval.style_champion"] = intervals["champion"].mean
+    if grounding:
+        ground = grounding["candidate"]
+        metrics.update({"eval.grounding": ground.mean, "eval.grounding_low": ground.low,
+                        "eval.grounding_high": ground.high, "eval.grounding_base": grounding["base"].mean})
+    for label, scores in judged.items():
+        suffix = "" if label == "candidate" else f"_{label}"
+        metrics.update({f"eval.judge_{key}{suffix}": value for key, value in scores.items()})
     registry.set_tags(author, str(version), {**{k: f"{v:.4f}" for k, v in metrics.items()},
                                              "gate": report["gate"], "gate_reasons": "; ".join(reasons)[:4000],
-                                             "eval_method": "heuristic"})
+                                             "eval_method": "llm-judge+heuristic" if judged else "heuristic"})
     if info.run_id:
         client_ml = registry.client
         for key, value in metrics.items():

@@ -7,7 +7,7 @@ query expansion run through it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twin.llm.base import (
@@ -65,6 +65,15 @@ class LLMClient:
 
     def generate(self, prompt: Prompt, **overrides: Any) -> GenerationResult:
         return self.chat([prompt], sampling=self.settings_for(**overrides))[0]
+
+    def stream(self, prompt: Prompt, *, sampling: SamplingSettings | None = None) -> Iterator[str]:
+        """The reply as text pieces while it is generated; a backend that cannot stream gives it whole."""
+        sampling = sampling or self.sampling
+        streaming = getattr(self.backend, "stream", None)
+        if streaming is None:
+            yield self.chat([prompt], sampling=sampling)[0].text
+            return
+        yield from streaming(as_messages(prompt), sampling)
 
     def complete(self, prompt: str, *, max_new_tokens: int = 128) -> str:
         """`QueryLLM`: the model's reply to `prompt`."""

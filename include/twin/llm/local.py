@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,35 @@ class LocalBackend:
                 completion_tokens=len(kept) + (end is not None),  # the stop token was generated too
                 finish_reason="length" if end is None else "stop"))
         return results
+
+    def stream(self, conversation: Messages, sampling: SamplingSettings) -> Iterator[str]:
+        """The reply to one conversation as text pieces while they are generated (serving's token stream)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        tokenizer, model, _ = self._loaded
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._lock:
+                    batch = self.encode([conversation])
+                    torch.manual_seed(sampling.seed)
+                    with torch.inference_mode():
+                        model.generate(**batch, **self.generate_kwargs(sampling), streamer=streamer)
+            except BaseException as exc:  # surfaced to the reader below, not lost in the thread
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        worker.join()
+        if failure:
+            raise LLMError(f"generation failed: {failure[0]}") from failure[0]
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> set[int]:

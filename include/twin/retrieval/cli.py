@@ -125,7 +125,8 @@ def eval_retrieval(
     split: str | None = typer.Option(None, "--split", help="Only the questions of this split (e.g. untuned)."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the metrics to MLflow."),
     expand: bool = typer.Option(False, "--expand",
-                                help="Also score hybrid with query expansion by the LLM client (slow on a CPU)."),
+                                help="Also score hybrid with query expansion and with self-query by the LLM "
+                                     "client (TWIN_LLM_*; slow on a CPU)."),
 ) -> None:
     """Print hit@1, recall@5, recall@10, MRR and nDCG@10 (overall and per question kind) for BM25,
     vectors, hybrid and hybrid with each optional step, and the relevance threshold's false-positive
@@ -145,6 +146,7 @@ def eval_retrieval(
         skipped += file_skipped
     for problem in skipped:
         typer.echo(f"skipped {problem}", err=True)
+    tuning = [q for q in loaded if q.split == "tuning"]  # where the baseline's threshold is chosen
     if split is not None:
         loaded = [q for q in loaded if q.split == split]
         if not loaded:
@@ -152,7 +154,7 @@ def eval_retrieval(
             raise typer.Exit(2)
     settings = get_settings()
     if corpus is not None or sample_site:
-        report = _evaluate_corpus(corpus, loaded, settings)
+        report = _evaluate_corpus(corpus, loaded, settings, expand, tuning)
     else:
         report = evaluate(build_retriever(settings, expand=expand), loaded)
     report.skipped_lines = skipped
@@ -169,7 +171,8 @@ def eval_retrieval(
               "corpus": corpus.name if corpus else "sample-site" if sample_site else "index",
               "min_relevance": "model" if settings.retrieval_min_relevance is None
               else settings.retrieval_min_relevance,
-              "aggregate_weight": settings.retrieval_aggregate_weight}
+              "aggregate_weight": settings.retrieval_aggregate_weight, "expand": expand,
+              "llm": f"{settings.llm_backend}:{settings.llm_model}" if expand or settings.self_query_llm else "none"}
     try:
         run_id = log_to_mlflow(report, settings, params)
     except Exception as exc:  # the table is printed already; say clearly what did not happen
@@ -178,8 +181,11 @@ def eval_retrieval(
     typer.echo(f"logged to MLflow run {run_id} at {settings.resolved_mlflow_uri}")
 
 
-def _evaluate_corpus(folder: Path | None, queries: list[Any], settings: Any) -> Any:
-    """A labelled corpus folder, or (None) the bundled sample site's articles, indexed on its own."""
+def _evaluate_corpus(folder: Path | None, queries: list[Any], settings: Any, expand: bool = False,
+                     tuning: list[Any] | None = None) -> Any:
+    """A labelled corpus folder, or (None) the bundled sample site's articles, indexed on its own;
+    with `expand` also hybrid with LLM query expansion and with LLM self-query (TWIN_LLM_*). The baseline's
+    cosine threshold is chosen on the `tuning` questions when there are any."""
     from twin.features.embedding import get_embedder
     from twin.features.pipeline import chunk_sizes
     from twin.retrieval.labelled import CorpusError, evaluate_corpus, load_corpus, load_site
@@ -194,4 +200,11 @@ def _evaluate_corpus(folder: Path | None, queries: list[Any], settings: Any) -> 
     embedder = get_embedder(settings)
     return evaluate_corpus(corpus, queries, embedder, sizes=chunk_sizes(settings, embedder),
                            weights=weights_from_settings(settings), min_relevance=settings.retrieval_min_relevance,
-                           relevance_model=load_model())
+                           relevance_model=load_model(), llm=_llm(settings) if expand else None,
+                           baseline_tuning=tuning or ())
+
+
+def _llm(settings: Any) -> Any:
+    from twin.llm import get_llm_client
+
+    return get_llm_client(settings)

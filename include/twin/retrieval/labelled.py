@@ -20,6 +20,7 @@ from twin.features.chunking import Chunker, ChunkSizes, ModelTokenizer
 from twin.features.embedding import Embedder
 from twin.models import Author, Chunk, CleanedDocument, DocumentKind, EmbeddedChunk, content_hash, stable_id
 from twin.retrieval.evaluation import EvalConfig, EvalQuery, EvalReport
+from twin.retrieval.llm import QueryLLM
 from twin.retrieval.relevance import RelevanceModel
 from twin.search.base import HybridWeights
 from twin.search.lancedb_index import LanceDBSearchIndex
@@ -108,6 +109,14 @@ def chunk_corpus(corpus: LabelledCorpus, embedder: Embedder, sizes: ChunkSizes) 
     return [c for doc in corpus.documents for c in chunker.chunk(doc)]
 
 
+def platform_sizes(embedder: Embedder) -> ChunkSizes:
+    """The chunk sizes the features pipeline uses (TWIN_CHUNK_*, capped at what the embedder takes)."""
+    from twin.features.pipeline import chunk_sizes
+    from twin.settings import load_settings
+
+    return chunk_sizes(load_settings(), embedder)
+
+
 BASELINE_WORDS = 120  # the plain baseline: RRF over BM25 and vectors on 120-word windows
 
 
@@ -115,27 +124,41 @@ def evaluate_corpus(corpus: LabelledCorpus, queries: Sequence[EvalQuery], embedd
                     sizes: ChunkSizes | None = None, weights: HybridWeights | None = None,
                     min_relevance: float | None = None, configs: Sequence[EvalConfig] | None = None,
                     relevance_model: RelevanceModel | None = None,
-                    baseline_min_relevance: float = 0.0, title_boost: float = 0.0) -> EvalReport:
-    """Index the corpus with the platform's chunker (`sizes`) in a temporary embedded index and
+                    baseline_min_relevance: float = 0.0, title_boost: float = 0.0,
+                    llm: QueryLLM | None = None, baseline_tuning: Sequence[EvalQuery] = ()) -> EvalReport:
+    """Index the corpus with the platform's chunker (`sizes`, default the pipeline's) in a temporary embedded index and
     evaluate `configs` (default: every configuration) on `queries`; plus the plain baseline, in the
     same run, as the configuration "baseline" (its relevance signal is the plain cosine, judged at
     `baseline_min_relevance`). `relevance_model` gives the platform's retriever its relevance
-    probability, judged at `min_relevance` (default: the model's threshold)."""
-    from twin.retrieval.evaluation import evaluate
+    probability, judged at `min_relevance` (default: the model's threshold). With an `llm` the
+    default configurations add hybrid with query expansion by it, and "hybrid_selfquery_llm":
+    self-query through it (rules as fallback). With `baseline_tuning` questions, the baseline's cosine
+    threshold is chosen on them instead."""
+    from twin.retrieval.evaluation import choose_threshold, evaluate
     from twin.retrieval.retriever import Retriever
 
     with tempfile.TemporaryDirectory(prefix="twin-labelled-") as folder:
         base_index = index_chunks([c for d in corpus.documents for c in word_windows(d, BASELINE_WORDS)],
                                   embedder, Path(folder), "baseline")
-        baseline = evaluate(Retriever(base_index, embedder, min_relevance=baseline_min_relevance), queries,
-                            [EvalConfig("baseline", "hybrid")])
-        index = index_chunks(chunk_corpus(corpus, embedder, sizes or ChunkSizes()), embedder, Path(folder),
-                             "platform", title_boost)
+        plain = [EvalConfig("baseline", "hybrid")]
+        if baseline_tuning:
+            tuned = evaluate(Retriever(base_index, embedder), baseline_tuning, plain)
+            baseline_min_relevance = choose_threshold(tuned.per_query["baseline"], baseline_tuning)
+        baseline = evaluate(Retriever(base_index, embedder, min_relevance=baseline_min_relevance), queries, plain)
+        index = index_chunks(chunk_corpus(corpus, embedder, sizes or platform_sizes(embedder)), embedder,
+                             Path(folder), "platform", title_boost)
+        vectors: dict[str, list[float]] = {}  # each question is embedded once for both retrievers
         retriever = Retriever(index, embedder, authors=corpus.authors, weights=weights, min_relevance=min_relevance,
-                              relevance_model=relevance_model)
+                              relevance_model=relevance_model, llm=llm, self_query_llm=False, query_vectors=vectors)
         report = evaluate(retriever, queries, configs)
-    for part in ("results", "per_query", "per_kind"):
-        getattr(report, part).update(getattr(baseline, part))
+        extra = [baseline]
+        if llm is not None and configs is None:
+            by_llm = Retriever(index, embedder, authors=corpus.authors, weights=weights, min_relevance=min_relevance,
+                               relevance_model=relevance_model, llm=llm, self_query_llm=True, query_vectors=vectors)
+            extra.append(evaluate(by_llm, queries, [EvalConfig("hybrid_selfquery_llm", "hybrid", self_query=True)]))
+    for other in extra:
+        for part in ("results", "per_query", "per_kind"):
+            getattr(report, part).update(getattr(other, part))
     return report
 
 

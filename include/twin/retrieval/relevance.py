@@ -32,6 +32,12 @@ from twin.models import SearchHit
 FEATURES = ("cosine", "cosine_margin", "bm25_norm", "coverage", "known", "agreement")
 MODEL_FILE = Path(__file__).with_name("relevance_model.json")
 _WORD = re.compile(r"[a-z0-9]+")
+# Words of how a question is asked, not of what it asks about, missing from scikit-learn's stop
+# words; left in, they count as "content" the passage lacks ("which rate does she use ...").
+# Dropping them lowered the cross-validated false negatives on the tuning split (0.12 -> 0.06 at 5% FP).
+QUESTION_WORDS = frozenset({"does", "did", "doesn", "isn", "use", "used", "uses", "make", "makes", "sure",
+                            "happens", "say", "says", "think", "need", "way", "best", "better", "new", "work",
+                            "works", "getting"})
 
 
 @lru_cache(maxsize=1)
@@ -50,8 +56,8 @@ def _stem(word: str) -> str:
 
 
 def content_words(text: str) -> list[str]:
-    """Lower-cased words of a question without stop words, once each, in order."""
-    stops = stop_words()
+    """Lower-cased words of a question without stop words and question words, once each, in order."""
+    stops = stop_words() | QUESTION_WORDS
     return list(dict.fromkeys(w for w in _WORD.findall(text.lower()) if w not in stops and len(w) > 1))
 
 

@@ -15,7 +15,7 @@ from twin.retrieval.llm import QueryLLM
 from twin.retrieval.relevance import RelevanceModel, content_words, load_model, relevance_features
 from twin.retrieval.rerank import Reranker
 from twin.retrieval.selfquery import SelfQuery, merge_filters
-from twin.search.base import HybridWeights, SearchIndex
+from twin.search.base import HybridParts, HybridWeights, SearchIndex
 from twin.search.fusion import reciprocal_rank_fusion
 
 Mode = Literal["bm25", "vector", "hybrid"]
@@ -121,8 +121,13 @@ class Retriever:
         use_reranker = rerank and self._can_rerank(notes)
         # Fetch more than k: dedupe drops some, and the reranker needs candidates to reorder.
         fetch = max(k, self.rerank_candidates) if use_reranker else 2 * k
+        parts: HybridParts | None = None  # the question's own BM25 and vector lists, when hybrid
         for attempt, (filters, _) in enumerate(attempts):
-            lists = [self.search(p, fetch, filters, mode) for p in phrasings]
+            if mode == "hybrid":  # one search gives the ranking and the relevance signal's inputs
+                parts = self.index.search_hybrid_parts(query, self.query_vector(query), fetch, filters, self.weights)
+                lists = [parts.fused, *(self.search(p, fetch, filters, mode) for p in phrasings[1:])]
+            else:
+                lists = [self.search(p, fetch, filters, mode) for p in phrasings]
             if any(lists) or attempt == len(attempts) - 1:
                 break
             notes.append(f"self-query: no result with the inferred {attempts[attempt + 1][1]} filter; "
@@ -135,16 +140,21 @@ class Retriever:
             hits = aggregate_by_document(hits, self.aggregate_weight)
         relevance, features = None, {}
         if mode != "bm25" and hits:
-            features = self.relevance_features(query, hits[0], filters)
+            features = self.relevance_features(query, hits[0], filters, parts)
             relevance = (self.relevance_model.probability(features) if self.relevance_model
                          else features["cosine"])
         return RetrievalResult(query=query, hits=hits[:k], filters=filters, phrasings=phrasings, notes=notes,
                                relevance=relevance, min_relevance=self.min_relevance, features=features)
 
-    def relevance_features(self, query: str, top: SearchHit, filters: SearchFilters | None) -> dict[str, float]:
-        """The relevance model's inputs for one retrieval whose best hit is `top`."""
-        vector = self.index.search_vector(self.query_vector(query), 10, filters)
-        bm25 = self.index.search_bm25(query, 1, filters)
+    def relevance_features(self, query: str, top: SearchHit, filters: SearchFilters | None,
+                           parts: HybridParts | None = None) -> dict[str, float]:
+        """The relevance model's inputs for one retrieval whose best hit is `top` (searched for
+        unless `parts` holds the question's BM25 and vector lists under these filters)."""
+        if parts is not None:
+            vector, bm25 = parts.vector[:10], parts.bm25[:1]
+        else:
+            vector = self.index.search_vector(self.query_vector(query), 10, filters)
+            bm25 = self.index.search_bm25(query, 1, filters)
         words = content_words(query)
         missing = [w for w in words if w not in self._frequencies]
         if missing or self._frequency_total < 0:

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from twin.models import EmbeddedChunk, SearchFilters, SearchHit
 
 
+class IndexNotBuiltError(LookupError):
+    """The search index does not exist yet: the features pipeline has not built it."""
+
+
 @dataclass
 class BulkResult:
     indexed: int = 0
@@ -30,6 +34,15 @@ class HybridWeights:
     vector: float = 1.0
     method: str = "rrf"  # "rrf" (reciprocal rank) or "score" (min-max normalised scores)
     rrf_k: int = 60
+
+
+@dataclass
+class HybridParts:
+    """A hybrid search's fused ranking with the top of the two lists fused (best first)."""
+
+    fused: list[SearchHit]
+    bm25: list[SearchHit]
+    vector: list[SearchHit]
 
 
 class SearchIndex(ABC):
@@ -91,6 +104,13 @@ class SearchIndex(ABC):
         filters: SearchFilters | None = None,
         weights: HybridWeights | None = None,
     ) -> list[SearchHit]: ...
+
+    def search_hybrid_parts(self, query: str, vector: Sequence[float], k: int, filters: SearchFilters | None = None,
+                            weights: HybridWeights | None = None, parts: int = 10) -> HybridParts:
+        """The fused top-k with the BM25 and vector lists' top `parts` (the relevance signal reads
+        them). Here three searches; an adapter that fuses on the client overrides it to search once."""
+        return HybridParts(self.search_hybrid(query, vector, k, filters, weights),
+                           self.search_bm25(query, parts, filters), self.search_vector(vector, parts, filters))
 
     @abstractmethod
     def begin_rebuild(self, dimension: int) -> SearchIndex:

@@ -16,6 +16,7 @@ import math
 import os
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from lancedb.index import FTS, BTree, IvfHnswSq
 from lancedb.query import MultiMatchQuery
 
 from twin.models import Chunk, EmbeddedChunk, SearchFilters, SearchHit
-from twin.search.base import BulkResult, HybridWeights, SearchIndex
+from twin.search.base import BulkResult, HybridParts, HybridWeights, IndexNotBuiltError, SearchIndex
 from twin.search.fusion import fuse_hits
 
 # Opt in now to Lance's future default (index statistics without IVF centroids); also silences
@@ -35,6 +36,9 @@ os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 VECTOR = "vector"
 TEXT = "text"
+# Hybrid search runs its BM25 query here while the calling thread runs the ANN query: both mostly
+# wait on LanceDB's native threads, so together they take about as long as the slower one.
+_SIDE_QUERIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lancedb-bm25")
 TITLE = "title"
 WRITE_BATCH = 5_000
 _CHUNK_COLUMNS = list(Chunk.model_fields)
@@ -152,7 +156,7 @@ class LanceDBSearchIndex(SearchIndex):
     def _table(self) -> Any:
         table_name = self.live_table_name()
         if table_name is None:
-            raise LookupError(f"search index {self.name!r} does not exist yet; call ensure(dimension) first")
+            raise IndexNotBuiltError(f"search index {self.name!r} does not exist yet: run the features pipeline")
         if table_name not in self._tables:
             self._tables[table_name] = self._db.open_table(table_name)
         return self._tables[table_name]
@@ -282,10 +286,15 @@ class LanceDBSearchIndex(SearchIndex):
 
     def search_hybrid(self, query: str, vector: Sequence[float], k: int, filters: SearchFilters | None = None,
                       weights: HybridWeights | None = None) -> list[SearchHit]:
-        candidates = max(k * 4, 20)  # fusion needs more than k from each list to reorder well
-        bm25 = self.search_bm25(query, candidates, filters)
+        return self.search_hybrid_parts(query, vector, k, filters, weights).fused
+
+    def search_hybrid_parts(self, query: str, vector: Sequence[float], k: int, filters: SearchFilters | None = None,
+                            weights: HybridWeights | None = None, parts: int = 10) -> HybridParts:
+        candidates = max(k * 4, 20, parts)  # fusion needs more than k from each list to reorder well
+        future = _SIDE_QUERIES.submit(self.search_bm25, query, candidates, filters)
         dense = self.search_vector(vector, candidates, filters)
-        return fuse_hits(bm25, dense, k, weights)
+        bm25 = future.result()
+        return HybridParts(fuse_hits(bm25, dense, k, weights), bm25[:parts], dense[:parts])
 
     def begin_rebuild(self, dimension: int) -> LanceDBSearchIndex:
         staged = LanceDBSearchIndex(self.root_dir, self.name, ann_min_rows=self.ann_min_rows,

@@ -22,7 +22,7 @@ from opensearchpy import NotFoundError, OpenSearch
 from opensearchpy.helpers import scan, streaming_bulk
 
 from twin.models import Chunk, EmbeddedChunk, SearchFilters, SearchHit
-from twin.search.base import BulkResult, HybridWeights, SearchIndex
+from twin.search.base import BulkResult, HybridWeights, IndexNotBuiltError, SearchIndex
 from twin.search.fusion import fuse_hits
 from twin.settings import Settings
 
@@ -86,8 +86,14 @@ def filter_query(filters: SearchFilters | None) -> dict[str, Any]:
     return {"bool": {"filter": clauses}} if clauses else {"match_all": {}}
 
 
-def bm25_query(query: str, filters: SearchFilters | None) -> dict[str, Any]:
-    return {"bool": {"must": [{"match": {"text": {"query": query}}}], "filter": filter_clauses(filters)}}
+def bm25_query(query: str, filters: SearchFilters | None, title_boost: float = 0.0) -> dict[str, Any]:
+    """BM25 on the chunk text; with `title_boost` > 0 the title field too, its score at that weight
+    added to the text's (`most_fields`, as the embedded adapter's multi-match sums its fields)."""
+    match: dict[str, Any] = {"match": {"text": {"query": query}}}
+    if title_boost > 0:
+        match = {"multi_match": {"query": query, "fields": ["text", f"title^{title_boost:g}"],
+                                 "type": "most_fields"}}
+    return {"bool": {"must": [match], "filter": filter_clauses(filters)}}
 
 
 def knn_query(vector: Sequence[float], k: int, filters: SearchFilters | None) -> dict[str, Any]:
@@ -118,8 +124,9 @@ def hybrid_pipeline(weights: HybridWeights) -> dict[str, Any]:
                         "parameters": {"weights": _unit_weights(weights)}}}}]}
 
 
-def hybrid_query(query: str, vector: Sequence[float], k: int, filters: SearchFilters | None) -> dict[str, Any]:
-    return {"hybrid": {"queries": [bm25_query(query, filters), knn_query(vector, k, filters)]}}
+def hybrid_query(query: str, vector: Sequence[float], k: int, filters: SearchFilters | None,
+                 title_boost: float = 0.0) -> dict[str, Any]:
+    return {"hybrid": {"queries": [bm25_query(query, filters, title_boost), knn_query(vector, k, filters)]}}
 
 
 def _unit_weights(weights: HybridWeights) -> list[float]:
@@ -143,9 +150,11 @@ def _document(chunk: EmbeddedChunk) -> dict[str, Any]:
 class OpenSearchSearchIndex(SearchIndex):
     """A SearchIndex on an OpenSearch cluster; `name` is the alias readers and writers use."""
 
-    def __init__(self, client: OpenSearch, name: str, *, _physical: str | None = None) -> None:
+    def __init__(self, client: OpenSearch, name: str, *, title_boost: float = 0.0,
+                 _physical: str | None = None) -> None:
         self.client = client
         self.name = name
+        self.title_boost = title_boost  # BM25 also matches the title at this weight (0: the text only)
         self._physical = _physical  # set for a staged (not yet live) rebuild
         self._neural: bool | None = None
         self._pipelines: set[str] = set()  # search pipelines this client already put
@@ -265,7 +274,7 @@ class OpenSearchSearchIndex(SearchIndex):
     def search_bm25(self, query: str, k: int, filters: SearchFilters | None = None) -> list[SearchHit]:
         if not query.strip():
             return []
-        return self._search({"size": k, "query": bm25_query(query, filters)}, "bm25")
+        return self._search({"size": k, "query": bm25_query(query, filters, self.title_boost)}, "bm25")
 
     def document_frequencies(self, terms: Sequence[str]) -> tuple[dict[str, int], int]:
         unique = [t for t in dict.fromkeys(terms) if t.strip()]
@@ -301,7 +310,8 @@ class OpenSearchSearchIndex(SearchIndex):
         return fuse_hits(bm25 if query.strip() else [], dense, k, weights)
 
     def begin_rebuild(self, dimension: int) -> OpenSearchSearchIndex:
-        staged = OpenSearchSearchIndex(self.client, self.name, _physical=self._new_physical_name())
+        staged = OpenSearchSearchIndex(self.client, self.name, title_boost=self.title_boost,
+                                       _physical=self._new_physical_name())
         staged.ensure(dimension)
         return staged
 
@@ -335,12 +345,16 @@ class OpenSearchSearchIndex(SearchIndex):
             self.client.transport.perform_request("PUT", f"/_search/pipeline/{pipeline}",
                                                   body=hybrid_pipeline(weights))
             self._pipelines.add(pipeline)
-        body = {"size": k, "query": hybrid_query(query, vector, candidates, filters)}
+        body = {"size": k, "query": hybrid_query(query, vector, candidates, filters, self.title_boost)}
         return self._search(body, "hybrid", params={"search_pipeline": pipeline})
 
     def _search(self, body: dict[str, Any], retriever: str, params: dict[str, str] | None = None
                 ) -> list[SearchHit]:
-        response = self.client.search(index=self._target, body={**body, "_source": _SOURCE}, params=params)
+        try:
+            response = self.client.search(index=self._target, body={**body, "_source": _SOURCE}, params=params)
+        except NotFoundError as error:
+            raise IndexNotBuiltError(f"search index {self._target!r} does not exist yet: run the features pipeline"
+                                     ) from error
         return _hits(response, retriever)
 
     def _msearch(self, bodies: list[dict[str, Any]], retrievers: list[str]) -> list[list[SearchHit]]:
@@ -350,6 +364,9 @@ class OpenSearchSearchIndex(SearchIndex):
         responses = self.client.msearch(body=lines)["responses"]
         for response in responses:
             if "error" in response:
+                if "index_not_found_exception" in str(response["error"]):
+                    raise IndexNotBuiltError(f"search index {self._target!r} does not exist yet: run the features "
+                                             "pipeline")
                 raise RuntimeError(f"search on {self._target!r} failed: {response['error']}")
         return [_hits(r, retriever) for r, retriever in zip(responses, retrievers, strict=True)]
 

@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -61,6 +62,21 @@ class StackPaths:
     @property
     def ray_temp_dir(self) -> Path:
         return _short_enough(self.data_dir / "ray", RAY_TEMP_DIR_MAX, "ray")
+
+    @property
+    def ray_auth_token_file(self) -> Path:
+        return self.data_dir / "stack" / "ray_auth_token"
+
+    @property
+    def serve_api_key_file(self) -> Path:
+        return self.data_dir / "stack" / "serve_api_key"
+
+
+def ray_auth_env(paths: StackPaths) -> dict[str, str]:
+    """Ray's token authentication, the same for the stack's head and every driver that joins it
+    (`twin serve`): left to itself, Ray turns it on in one process and not in another whenever a
+    token file exists in the user's home, and the driver is refused."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(paths.ray_auth_token_file)}
 
 
 def _short_enough(path: Path, limit: int, tag: str) -> Path:
@@ -492,10 +508,16 @@ class Ray(Component):
     def env(self) -> dict[str, str]:
         # Ray replaces a loopback --node-ip-address by the machine's address on Linux unless it is
         # told this is a single-machine cluster; with it, every Ray server binds 127.0.0.1.
-        return {**super().env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        return {**super().env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                **ray_auth_env(self.paths)}
 
     def prepare(self) -> None:
         self.paths.ray_temp_dir.mkdir(parents=True, exist_ok=True)
+        token = self.paths.ray_auth_token_file
+        if not token.exists():  # the stack's own token, kept across restarts so drivers keep theirs
+            token.parent.mkdir(parents=True, exist_ok=True)
+            token.touch(mode=0o600)
+            token.write_text(secrets.token_hex(32))
 
     def healthy(self) -> bool:
         # The client server opens its port last, once the node has registered with the GCS; before

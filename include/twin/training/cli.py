@@ -12,6 +12,9 @@ AUTHOR = typer.Option(None, "--author", help="whose twin (default TWIN_AUTHOR)")
 
 
 def register(app: typer.Typer) -> None:
+    from twin.canary.cli import canary_app
+
+    model_app.add_typer(canary_app, name="canary")
     app.add_typer(model_app, name="model")
     app.command("train")(train)
 

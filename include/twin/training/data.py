@@ -36,6 +36,20 @@ class TrainingData:
                 for r in self.preference_train[:limit]]
 
 
+def untrainable_reason(settings: Settings, author: str, version: str | None = None) -> str | None:
+    """Why a dataset version cannot give an evaluable model (no training or no held-out instruction rows),
+    or None when it can. The gate needs held-out rows; a set without them is refused before training."""
+    try:
+        data = load_training_data(settings, author, version)
+    except TrainingDataError as exc:
+        return str(exc)
+    if not data.instruction_test:
+        return (f"dataset {author}/{data.version} has {len(data.instruction_train)} training and "
+                f"{len(data.instruction_test)} held-out instruction rows: too few to train and evaluate a twin; "
+                "build a larger one (TWIN_DATASET_MAX_PASSAGES, or all passages)")
+    return None
+
+
 def load_training_data(settings: Settings, author: str, version: str | None = None) -> TrainingData:
     versions = DatasetVersions(get_artifact_store(settings))
     name = version or versions.latest(author)

@@ -1,0 +1,1 @@
+"""Canary releases: a challenger beside the champion, compared online, promoted or rolled back."""
