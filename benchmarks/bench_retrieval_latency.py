@@ -36,11 +36,10 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks.report import record
-from twin.features.chunking import ChunkSizes
 from twin.features.embedding import Embedder
 from twin.models import Chunk
 from twin.retrieval.evaluation import load_queries
-from twin.retrieval.labelled import LabelledCorpus, chunk_corpus, load_corpus, load_site
+from twin.retrieval.labelled import LabelledCorpus, chunk_corpus, load_corpus, load_site, platform_sizes
 from twin.retrieval.relevance import load_model
 from twin.retrieval.retriever import Retriever
 from twin.search.lancedb_index import VECTOR, LanceDBSearchIndex
@@ -54,7 +53,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 def base_chunks(embedder: Embedder) -> tuple[list[Chunk], np.ndarray, LabelledCorpus]:
     hard, site = load_corpus(DATA / "retrieval_hard"), load_site()
     corpus = LabelledCorpus(hard.authors + site.authors, hard.documents + site.documents)
-    chunks = chunk_corpus(corpus, embedder, ChunkSizes())
+    chunks = chunk_corpus(corpus, embedder, platform_sizes(embedder))
     return chunks, np.asarray(embedder.encode([c.text for c in chunks]), dtype=np.float32), corpus
 
 

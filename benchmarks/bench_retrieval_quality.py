@@ -22,7 +22,6 @@ from pathlib import Path
 from benchmarks.report import record
 from twin.features.chunking import ChunkSizes
 from twin.features.embedding import Embedder
-from twin.features.pipeline import chunk_sizes
 from twin.retrieval.evaluation import EvalConfig, EvalQuery, choose_threshold, evaluate, format_table, load_queries
 from twin.retrieval.labelled import (
     BASELINE_WORDS,
@@ -31,12 +30,12 @@ from twin.retrieval.labelled import (
     index_chunks,
     load_corpus,
     load_site,
+    platform_sizes,
     word_windows,
 )
 from twin.retrieval.relevance import load_model
 from twin.retrieval.retriever import Retriever
 from twin.search.base import HybridWeights
-from twin.settings import load_settings
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CONFIGS = [EvalConfig("bm25", "bm25"), EvalConfig("vector", "vector"), EvalConfig("hybrid", "hybrid"),
@@ -58,9 +57,7 @@ class Bench:
         self.baseline_threshold = 0.0  # the baseline's cosine threshold, chosen on a tuning split
 
     def sizes(self, tokens: int = 256, overlap: int = 32) -> ChunkSizes:
-        """Chunk sizes as the features pipeline sets them from TWIN_CHUNK_TOKENS / TWIN_CHUNK_OVERLAP_TOKENS
-        (capped at what the embedder takes: 254 of MiniLM's 256 positions), so the figures are the platform's."""
-        return chunk_sizes(load_settings(chunk_tokens=tokens, chunk_overlap_tokens=overlap), self.embedder)
+        return platform_sizes(self.embedder, chunk_tokens=tokens, chunk_overlap_tokens=overlap)
 
     def retriever(self, sizes: ChunkSizes, weights: HybridWeights | None = None, title_boost: float = 0.0,
                   **kwargs: object) -> Retriever:

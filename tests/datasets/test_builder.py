@@ -120,6 +120,15 @@ def test_split_is_seeded_stratified_by_kind_and_whole_documents() -> None:
     assert sum(grown[d] != split[d] for d in kinds) <= 1  # a new document moves at most one other
 
 
+def test_split_holds_a_document_out_when_every_kind_has_one() -> None:
+    builder = SimpleNamespace(split=SplitSettings(seed=1, test_share=0.2))
+    split = DatasetBuilder._split(builder, {"a0": "article", "p0": "post", "c0": "code"})
+    assert sorted(split.values()) == ["test", "train", "train"]
+    assert DatasetBuilder._split(builder, {"a0": "article"}) == {"a0": "train"}  # one document: train on it
+    none_held = SimpleNamespace(split=SplitSettings(seed=1, test_share=0.0))
+    assert set(DatasetBuilder._split(none_held, {"a0": "article", "p0": "post"}).values()) == {"train"}
+
+
 def _reply(text: str, reason: str = "stop") -> GenerationResult:
     return GenerationResult(text=text, prompt_tokens=1, completion_tokens=1, finish_reason=reason,
                             fingerprint=GeneratorFingerprint("t", "t", "", SamplingSettings()))

@@ -233,6 +233,9 @@ class DatasetBuilder:
             n_test = max(n_test, 1) if len(ordered) > 1 and self.split.test_share > 0 else n_test
             for i, doc_id in enumerate(ordered):
                 split[doc_id] = "test" if i < n_test else "train"
+        if self.split.test_share > 0 and len(split) > 1 and "test" not in split.values():
+            # Every kind had one document (a small set): hold one out anyway, or nothing could be evaluated.
+            split[min(split, key=lambda d: _digest(f"{self.split.seed}:{d}"))] = "test"
         return split
 
     def _validate(self, rows: dict[str, list[dict[str, Any]]], counts: dict[str, Counter]) -> None:

@@ -109,12 +109,13 @@ def chunk_corpus(corpus: LabelledCorpus, embedder: Embedder, sizes: ChunkSizes) 
     return [c for doc in corpus.documents for c in chunker.chunk(doc)]
 
 
-def platform_sizes(embedder: Embedder) -> ChunkSizes:
-    """The chunk sizes the features pipeline uses (TWIN_CHUNK_*, capped at what the embedder takes)."""
+def platform_sizes(embedder: Embedder, **overrides: object) -> ChunkSizes:
+    """The chunk sizes the features pipeline uses (TWIN_CHUNK_*, or `overrides` of those settings), capped at
+    what the embedder takes (254 of MiniLM's 256 positions), so measured figures are the platform's."""
     from twin.features.pipeline import chunk_sizes
     from twin.settings import load_settings
 
-    return chunk_sizes(load_settings(), embedder)
+    return chunk_sizes(load_settings(**overrides), embedder)
 
 
 BASELINE_WORDS = 120  # the plain baseline: RRF over BM25 and vectors on 120-word windows
