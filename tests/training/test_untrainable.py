@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.training.conftest import author_rows, write_version
 from twin.datasets.versions import DatasetVersions, file_name, to_jsonl
+from twin.demo.corpus_dataset import author_rows, write_version
 from twin.settings import get_settings
 from twin.storage.artifacts import LocalArtifactStore
 from twin.training.data import untrainable_reason
