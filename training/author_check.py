@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     from twin.training.demo import demo_run
 
     settings = get_settings()
+    import mlflow
+
+    # An SQLite store puts artifacts in ./mlruns of whoever logs them (the launcher runs in the repository):
+    # the experiment is created first with its artifacts in the data folder.
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    if mlflow.get_experiment_by_name(settings.training_experiment) is None:
+        mlflow.create_experiment(settings.training_experiment, artifact_location=(data_dir / "mlartifacts").as_uri())
     store = LocalArtifactStore(settings.artifacts_dir)
     versions = {a.id: write_version(store, a.id, author_rows(a.id)) for a in AUTHORS}
     config = yaml.safe_load((REPO / "training" / "config.yaml").read_text())
