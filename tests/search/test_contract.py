@@ -293,3 +293,21 @@ def test_searching_an_index_never_built_names_the_missing_index(open_index):
         never_built.search_bm25("apple orchards", 5)
     with pytest.raises(IndexNotBuiltError):
         never_built.search_hybrid_parts("apple orchards", axis(0), 5)
+
+
+def test_embedded_index_keeps_the_retired_table_until_the_next_rebuild(tmp_path) -> None:
+    """A reader that resolved the old pointer just before a swap may still be reading that table, so a rebuild
+    drops only the generations before the one it retires."""
+    from twin.search.lancedb_index import LanceDBSearchIndex
+
+    index = LanceDBSearchIndex(tmp_path / "lancedb", "chunks")
+    index.ensure(DIM)
+    index.upsert([make_chunk("gen-0", "first generation", axis(0))])
+    generations = [index.live_table_name()]
+    for n in (1, 2):
+        staged = index.begin_rebuild(DIM)
+        assert staged.upsert([make_chunk(f"gen-{n}", f"generation {n}", axis(n))]).ok
+        index.commit_rebuild(staged)
+        generations.append(index.live_table_name())
+        assert sorted(index._physical_tables()) == sorted(generations[-2:])  # live and just retired
+    assert ids(index.search_bm25("generation", 5)) == ["gen-2"]

@@ -2,7 +2,8 @@
 
 Blue-green by name: physical tables are `<name>__<timestamp>`; a small JSON pointer file
 `<name>.alias.json`, replaced atomically, names the live one. Every call resolves the pointer, so
-readers move to a rebuilt table as soon as it is committed and never see a half-built one.
+readers move to a rebuilt table as soon as it is committed and never see a half-built one. The table a
+rebuild retires is kept until the next rebuild, so a read that began on it just before the swap finishes.
 
 Freshness: LanceDB searches rows its indexes do not cover yet with a flat scan, so upserts and
 deletes are visible as soon as `upsert` / `delete_documents` return; `optimize()` folds new rows
@@ -307,11 +308,16 @@ class LanceDBSearchIndex(SearchIndex):
         if not isinstance(staged, LanceDBSearchIndex) or staged.name != self.name or not staged._physical:
             raise ValueError("commit_rebuild takes the index returned by begin_rebuild on this index")
         staged_table = staged._physical
-        old = self.live_table_name() if not self._physical else None
+        retired = self.live_table_name() if not self._physical else None
         self._write_pointer(staged_table)
-        if old and old != staged_table and old in self._all_tables():
-            self._db.drop_table(old)
-            self._tables.pop(old, None)
+        # The table just retired stays until the next rebuild: a reader in another process may have resolved
+        # the old pointer a moment ago and be reading it now (dropping it at once failed such reads).
+        # Generations before it (names sort by creation time) have had a whole rebuild to drain, so they go;
+        # a table staged by another rebuild still running is newer, and stays.
+        for table_name in self._physical_tables():
+            if retired and table_name < retired:
+                self._db.drop_table(table_name)
+                self._tables.pop(table_name, None)
 
     def drop(self) -> None:
         if self._physical:
