@@ -458,10 +458,16 @@ def test_dockerfile_points_the_installed_library_at_the_copied_folders() -> None
 
 # --- Docker's own parser, where installed ---------------------------------------------------------------
 
-def test_docker_compose_config_parses(tmp_path: Path) -> None:
+def docker_compose_or_skip() -> str:
+    """The docker CLI's path; skips the test where the CLI or its compose plugin is missing."""
     docker = shutil.which("docker")
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("docker CLI with the compose plugin is not installed")
+    return docker
+
+
+def test_docker_compose_config_parses(tmp_path: Path) -> None:
+    docker = docker_compose_or_skip()
     secrets = tmp_path / "compose.env"
     secrets.write_text("".join(f"{k}={v}\n" for k, v in filled_secrets().items()))
     result = subprocess.run(

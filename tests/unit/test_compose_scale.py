@@ -6,7 +6,6 @@ Airflow on Celery, a Ray cluster with several GPU workers, a three-node OpenSear
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from tests.unit.test_compose import (
     INTERPOLATION,
     REPO,
     command_text,
+    docker_compose_or_skip,
     environment,
     filled_secrets,
     read_env_file,
@@ -157,9 +157,7 @@ def test_scale_secrets_are_required_templated_empty_and_only_where_used(merged: 
 
 
 def test_docker_compose_config_parses_the_profile(tmp_path: Path) -> None:
-    docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("docker CLI with the compose plugin is not installed")
+    docker = docker_compose_or_skip()
     env_file = tmp_path / "compose.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in scale_env().items()))
     result = subprocess.run(
