@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from twin.training.launch import launcher_command, run_launcher
+from twin.training.trainer import default_extensions_dir
 
 pytestmark = pytest.mark.slow
 
@@ -43,16 +44,22 @@ def launched(training_env, repo_root: Path, tmp_path_factory) -> dict:
     config = write_config(tmp_path_factory.mktemp("launch") / "config.yaml")
     cmd = launcher_command(config=config, author=AUTHOR, run_name="launcher-zero2", num_procs=2,
                            deepspeed=repo_root / "training" / "ds_zero2.json", evaluate=True)
+    # As a build killed half-way leaves it: without the guard every rank would wait on it forever.
+    stale = default_extensions_dir() / "deepspeed_shm_comm" / "lock"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.touch()
     started = time.monotonic()
     env = {**EVAL_ENV, "MLFLOW_TRACKING_URI": training_env["MLFLOW_TRACKING_URI"]}
     result = run_launcher(cmd, timeout_s=900, env=env)
     result["wall_s"] = time.monotonic() - started
+    result["stale_lock_left"] = stale.exists()
     return result
 
 
 def test_launcher_trains_two_ranks_with_zero2(launched: dict) -> None:
     from mlflow import MlflowClient
 
+    assert not launched["stale_lock_left"]
     sft = launched["stages"]["sft"]
     assert sft["steps"] == 8
     losses = sft["logged_losses"]

@@ -11,10 +11,13 @@ Output folder layout (a rerun of the same run name resumes from it):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,29 @@ def code_commit() -> str:
 def default_extensions_dir() -> Path:
     """Where DeepSpeed's compiled ops are cached: torch's own default, so every rerun finds them."""
     return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+
+
+@contextlib.contextmanager
+def deepspeed_op_builds(extensions_dir: Path) -> Iterator[None]:
+    """Held around a DeepSpeed run: clears the op build locks that killed builds left behind.
+
+    torch guards an op build with a bare lock file (cpp_extension's FileBaton): a build killed half-way
+    leaves it, and every later build waits for it forever. Each training process holds a shared flock here
+    while it runs, which the kernel drops when the process dies; a process that finds no other holder
+    knows that no build is running, so every lock file left under the folder is stale.
+    """
+    extensions_dir.mkdir(parents=True, exist_ok=True)
+    with open(extensions_dir / "twin-training.lock", "a") as holder:
+        try:
+            fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another training process is alive, and its builds are real
+        else:
+            for baton in extensions_dir.rglob("lock"):
+                log.warning("removing %s, left by an op build that was killed", baton)
+                baton.unlink(missing_ok=True)
+        fcntl.flock(holder, fcntl.LOCK_SH)
+        yield
 
 
 def distributed_kwargs(config: TrainingConfig) -> dict[str, Any]:
@@ -147,6 +173,13 @@ def _summary(history: list[dict[str, float]], stage: str, trainer: Any) -> dict[
 def run_training(config: TrainingConfig, settings: Settings) -> TrainingResult:
     """Train (resuming from the last checkpoint of the same output folder), then on rank 0 log,
     register and (if configured) evaluate and gate the new version."""
+    if config.deepspeed is None:
+        return _train(config, settings)
+    with deepspeed_op_builds(default_extensions_dir()):
+        return _train(config, settings)
+
+
+def _train(config: TrainingConfig, settings: Settings) -> TrainingResult:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
