@@ -34,8 +34,9 @@ from twin.retrieval.labelled import (
     word_windows,
 )
 from twin.retrieval.relevance import load_model
-from twin.retrieval.retriever import Retriever
+from twin.retrieval.retriever import Retriever, weights_from_settings
 from twin.search.base import HybridWeights
+from twin.settings import load_settings
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CONFIGS = [EvalConfig("bm25", "bm25"), EvalConfig("vector", "vector"), EvalConfig("hybrid", "hybrid"),
@@ -67,7 +68,8 @@ class Bench:
             self._indexes[key] = index_chunks(chunk_corpus(self.corpus, self.embedder, sizes), self.embedder,
                                               self.folder, name, title_boost)
         return Retriever(self._indexes[key], self.embedder, authors=self.corpus.authors,  # type: ignore[arg-type]
-                         weights=weights, query_vectors=self.vectors, **kwargs)  # type: ignore[arg-type]
+                         weights=weights or weights_from_settings(load_settings()),
+                         query_vectors=self.vectors, **kwargs)  # type: ignore[arg-type]
 
     def baseline(self) -> Retriever:
         chunks = [c for d in self.corpus.documents for c in word_windows(d, BASELINE_WORDS)]
@@ -103,7 +105,7 @@ def sweeps(bench: Bench, tuning: list[EvalQuery], untuned: list[EvalQuery]) -> N
     for w in FUSION_SWEEP:
         label = f"{w.method} {w.bm25:g}:{w.vector:g}" + (f" (k={w.rrf_k})" if w.method == "rrf" else "")
         print(_row(label, bench.retriever(bench.sizes(), w), tuning, untuned), flush=True)
-    print("\nBM25 title weight (default chunks, rrf 1:1):")
+    print("\nBM25 title weight (default chunks and fusion):")
     print("\n".join(_header("title boost")))
     for boost in TITLE_SWEEP:
         print(_row(f"{boost:g}", bench.retriever(bench.sizes(), title_boost=boost), tuning, untuned), flush=True)

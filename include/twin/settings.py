@@ -72,8 +72,9 @@ class Settings(BaseSettings):
         description="Trained cross-encoder (folder or model id) for reranking; unset means no reranking.")
 
     # --- retrieval ---------------------------------------------------------------------------
-    hybrid_fusion: Literal["rrf", "score"] = Field("rrf", validation_alias=_env("TWIN_HYBRID_FUSION"),
-        description="Hybrid fusion method: rrf (reciprocal rank) or score (min-max normalised scores).")
+    hybrid_fusion: Literal["rrf", "score"] = Field("score", validation_alias=_env("TWIN_HYBRID_FUSION"),
+        description="Hybrid fusion method: score (min-max normalised scores; chosen on the hard set's tuning "
+                    "split) or rrf (reciprocal rank).")
     hybrid_bm25_weight: float = Field(1.0, ge=0, validation_alias=_env("TWIN_HYBRID_BM25_WEIGHT"),
         description="Weight of BM25 in hybrid fusion.")
     hybrid_vector_weight: float = Field(1.0, ge=0, validation_alias=_env("TWIN_HYBRID_VECTOR_WEIGHT"),

@@ -2,11 +2,12 @@
 
     .venv/bin/python -m twin.retrieval.fit_relevance [--out include/twin/retrieval/relevance_model.json]
 
-Features come from the platform's retrieval (hybrid with self-query, default chunk sizes and
-fusion); the model is a standardised, L2-regularised logistic regression (scikit-learn). The
-threshold is chosen on cross-validated probabilities of the tuning questions (in-sample ones are too
-optimistic), as the lowest probability that keeps false positives on the unanswerable questions
-at most TARGET_FP, trading false negatives only as far as that needs. The untuned split is never read.
+Features come from the platform's retrieval (hybrid with self-query, the pipeline's chunk sizes,
+capped at what the embedder takes, and its fusion); the model is a standardised, L2-regularised
+logistic regression (scikit-learn). The threshold is chosen on cross-validated probabilities of the
+tuning questions (in-sample ones are too optimistic), as the lowest probability that keeps false
+positives on the unanswerable questions at most TARGET_FP, trading false negatives only as far as
+that needs. The untuned split is never read.
 TARGET_FP is half the 10% goal: with 20 unanswerable questions a split's rate moves in steps of 0.05,
 and the cross-validated estimate at 0.10 came out at 0.20 on the untuned split.
 """
@@ -18,7 +19,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from twin.features.chunking import ChunkSizes
 from twin.retrieval.evaluation import EvalConfig, EvalQuery, load_queries
 from twin.retrieval.relevance import FEATURES, MODEL_FILE, RelevanceModel
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     queries, _ = load_queries(DATA / "retrieval_hard.jsonl")
     tuning = [q for q in queries if q.split == "tuning"]
     report = evaluate_corpus(load_corpus(DATA / "retrieval_hard"), tuning, Embedder("packaged", batch_size=32),
-                             sizes=ChunkSizes(), configs=[CONFIG])
+                             configs=[CONFIG])
     rows, labels = feature_rows(tuning, report.per_query[CONFIG.name])
     model = fit(rows, labels)
     args.out.write_text(json.dumps(model.to_json(), indent=2) + "\n", encoding="utf-8")

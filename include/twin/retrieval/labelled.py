@@ -127,17 +127,20 @@ def evaluate_corpus(corpus: LabelledCorpus, queries: Sequence[EvalQuery], embedd
                     relevance_model: RelevanceModel | None = None,
                     baseline_min_relevance: float = 0.0, title_boost: float = 0.0,
                     llm: QueryLLM | None = None, baseline_tuning: Sequence[EvalQuery] = ()) -> EvalReport:
-    """Index the corpus with the platform's chunker (`sizes`, default the pipeline's) in a temporary embedded index and
-    evaluate `configs` (default: every configuration) on `queries`; plus the plain baseline, in the
-    same run, as the configuration "baseline" (its relevance signal is the plain cosine, judged at
+    """Index the corpus with the platform's chunker (`sizes`, default the pipeline's) in a temporary embedded
+    index, search it with the platform's fusion (`weights`, default the settings') and evaluate `configs`
+    (default: every configuration) on `queries`; plus the plain baseline, in the same run, as the
+    configuration "baseline" (its relevance signal is the plain cosine, judged at
     `baseline_min_relevance`). `relevance_model` gives the platform's retriever its relevance
     probability, judged at `min_relevance` (default: the model's threshold). With an `llm` the
     default configurations add hybrid with query expansion by it, and "hybrid_selfquery_llm":
     self-query through it (rules as fallback). With `baseline_tuning` questions, the baseline's cosine
     threshold is chosen on them instead."""
     from twin.retrieval.evaluation import choose_threshold, evaluate
-    from twin.retrieval.retriever import Retriever
+    from twin.retrieval.retriever import Retriever, weights_from_settings
+    from twin.settings import load_settings
 
+    weights = weights or weights_from_settings(load_settings())
     with tempfile.TemporaryDirectory(prefix="twin-labelled-") as folder:
         base_index = index_chunks([c for d in corpus.documents for c in word_windows(d, BASELINE_WORDS)],
                                   embedder, Path(folder), "baseline")
