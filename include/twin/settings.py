@@ -267,6 +267,9 @@ class Settings(BaseSettings):
     dataset_duplicate_threshold: float = Field(0.8, gt=0, le=1,
                                                validation_alias=_env("TWIN_DATASET_DUPLICATE_THRESHOLD"),
         description="Estimated Jaccard similarity from which two instructions are near duplicates.")
+    dataset_title_fallback: bool = Field(False, validation_alias=_env("TWIN_DATASET_TITLE_FALLBACK"),
+        description="Where the generator's question for a passage is unusable, ask about its document's title "
+                    "instead (rows marked instruction_source=title): small generators then still yield rows.")
     dataset_instruction_max_new_tokens: int = Field(48, ge=4,
                                                     validation_alias=_env("TWIN_DATASET_INSTRUCTION_MAX_NEW_TOKENS"),
         description="Tokens the generator may spend on one instruction.")

@@ -94,6 +94,34 @@ def test_empty_and_malformed_replies_are_recorded_and_skipped(corpus_env, openai
     assert rebuilt.generated["instruction"] == 0 and rebuilt.version == report.version  # recorded once
 
 
+@pytest.mark.slow
+def test_with_the_title_fallback_an_unusable_question_becomes_a_question_about_the_title(corpus_env,
+                                                                                         openai_server) -> None:
+    settings, store = corpus_env
+    openai_server.faults.extend(["empty", "malformed"])
+    generator = LLMClient(OpenAIBackend(openai_server.url, "smollm2", max_retries=0),
+                          SamplingSettings(max_new_tokens=32), batch_size=1)
+    builder = build_builder(settings.model_copy(update={"dataset_title_fallback": True}), store, generator=generator)
+    report = builder.build("mara", limit=3, track=False)
+    assert report.filters["instruction"][F.EMPTY_REPLY] == 1 and report.filters["instruction"][F.MALFORMED_REPLY] == 1
+    faulted = {s["passage_id"] for s in report.skipped_replies if s["task"] == "instruction"}
+    rows = {r["passage_id"]: r for r in builder.versions.all_rows("mara", report.version)["instruction"]}
+    titles = {row[0]: row[2] for row in CORPUS}
+    for passage_id in faulted:  # both faulted passages are rows, asked about their document's title
+        row = rows[passage_id]
+        assert row["instruction_source"] == "title"
+        assert row["instruction"] == F.title_instruction(titles[row["document_id"]], 0)
+    assert report.instruction_sources["title"] >= 2 and sum(report.instruction_sources.values()) == len(rows)
+    assert builder.versions.manifest("mara", report.version)["title_fallback"] is True
+
+
+def test_title_questions() -> None:
+    question = F.title_instruction("Idempotent backfills: a field guide", 0)
+    assert question == "What do you think about idempotent backfills?"
+    assert F.title_instruction("Late-arriving data", 1) == "Explain late-arriving data in your own words."
+    assert F.title_instruction("  ", 0) is None and F.title_instruction(None, 0) is None
+
+
 def test_unknown_author_is_a_clear_error(corpus_env) -> None:
     settings, store = corpus_env
     from twin.datasets.builder import authors_to_build

@@ -74,6 +74,7 @@ class BuildReport:
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
     filters: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped_replies: list[dict[str, Any]] = field(default_factory=list)
+    instruction_sources: dict[str, int] = field(default_factory=dict)  # generator / title: rows kept of each
     mlflow_run_id: str | None = None
 
     def summary(self) -> dict[str, Any]:
@@ -90,7 +91,7 @@ class DatasetBuilder:
     def __init__(self, store: DocumentStore, versions: DatasetVersions, generator: LLMClient, base_model: LLMClient,
                  chunker: Any, *, filter_settings: F.FilterSettings | None = None,
                  split: SplitSettings | None = None, instruction_max_new_tokens: int = 48,
-                 answer_max_new_tokens: int = 160, settings: Any = None) -> None:
+                 answer_max_new_tokens: int = 160, title_fallback: bool = False, settings: Any = None) -> None:
         self.store = store
         self.versions = versions
         self.generator = generator
@@ -98,6 +99,7 @@ class DatasetBuilder:
         self.chunker = chunker
         self.filter_settings = filter_settings or F.FilterSettings()
         self.split = split or SplitSettings()
+        self.title_fallback = title_fallback
         self.instruction_sampling = generator.settings_for(max_new_tokens=instruction_max_new_tokens)
         self.answer_sampling = base_model.settings_for(max_new_tokens=answer_max_new_tokens)
         self.cache = GenerationCache(store)
@@ -126,6 +128,7 @@ class DatasetBuilder:
                                           p.kind)], passage=p.text), self.generator, self.instruction_sampling,
                                       report, progress)
         kept: list[tuple[Passage, str]] = []
+        source_of: dict[str, str] = {}
         duplicates = F.NearDuplicates(self.filter_settings.duplicate_threshold)
         for passage in passages:
             reply = instructions[passage.id]
@@ -133,13 +136,16 @@ class DatasetBuilder:
             if problem:  # recorded and skipped: the build goes on
                 report.skipped_replies.append({"passage_id": passage.id, "task": "instruction", "reason": problem,
                                                "reply": (reply.text if reply else "")[:200]})
-            elif ((problem := F.instruction_problem(instruction, passage.text, self.filter_settings)) is None
-                  and duplicates.seen(instruction)):
-                problem = F.NEAR_DUPLICATE
+            else:
+                problem = self._instruction_problem(instruction, passage, duplicates)
             if problem:
-                counts["instruction"][problem] += 1
-                continue
+                counts["instruction"][problem] += 1  # the generator's question is counted as filtered either way
+                instruction = self._title_instruction(passage, duplicates)
+                if instruction is None:
+                    continue
+            source_of[passage.id] = "title" if problem else "generator"
             kept.append((passage, instruction))
+        report.instruction_sources = dict(Counter(source_of.values()))
 
         answers = self._generate("answer", [p for p, _ in kept], None, None, self.base_model, self.answer_sampling,
                                  report, progress, inputs={p.id: i for p, i in kept})
@@ -147,7 +153,8 @@ class DatasetBuilder:
         rows: dict[str, list[dict[str, Any]]] = {"instruction": [], "preference": []}
         for passage, instruction in kept:
             base = {"author_id": author_id, "passage_id": passage.id, "document_id": passage.document_id,
-                    "kind": passage.kind, "split": split_of[passage.document_id], "instruction": instruction}
+                    "kind": passage.kind, "split": split_of[passage.document_id], "instruction": instruction,
+                    "instruction_source": source_of[passage.id]}
             rows["instruction"].append({**base, "id": stable_id("instruction", passage.id, instruction),
                                         "output": passage.text, "messages": [
                                             {"role": "user", "content": instruction},
@@ -172,6 +179,22 @@ class DatasetBuilder:
         return report
 
     # --- steps ------------------------------------------------------------------------------------
+    def _instruction_problem(self, instruction: str, passage: Passage, duplicates: F.NearDuplicates) -> str | None:
+        problem = F.instruction_problem(instruction, passage.text, self.filter_settings)
+        if problem is None and duplicates.seen(instruction):
+            problem = F.NEAR_DUPLICATE
+        return problem
+
+    def _title_instruction(self, passage: Passage, duplicates: F.NearDuplicates) -> str | None:
+        """With TWIN_DATASET_TITLE_FALLBACK, a question about the passage's document title in place of an
+        unusable generated one, held to the same filters."""
+        if not self.title_fallback:
+            return None
+        instruction = F.title_instruction(passage.title, passage.chunk_index)
+        if instruction is None or self._instruction_problem(instruction, passage, duplicates):
+            return None
+        return instruction
+
     def _documents(self, author_id: str) -> list[CleanedDocument]:
         documents = list(self.store.find(Collections.CLEANED_DOCUMENTS, CleanedDocument,
                                          {"author_id": author_id, "duplicate_of": None}, sort=[("_id", ASCENDING)]))
@@ -272,6 +295,7 @@ class DatasetBuilder:
             "base_model": self.base_model.fingerprint(self.answer_sampling).as_dict(),
             "prompts": {name: p.sha256 for name, p in self.prompts.items()},
             "filter_settings": asdict(self.filter_settings),
+            "title_fallback": self.title_fallback,
             "split": {**asdict(self.split), "by": "document, stratified by kind"},
         }
         # The passages read count too: a changed source is a new version even where its row was filtered out.
@@ -287,7 +311,7 @@ class DatasetBuilder:
             "sources": [{"document_id": d.id, "content_hash": d.content_hash, "url": d.url, "title": d.title}
                         for d in documents if d.id in used],
             "counts": {"passages": report.passages, "rows": report.rows, "generated": report.generated,
-                       "cached": report.cached},
+                       "cached": report.cached, "instruction_sources": report.instruction_sources},
             "filters": report.filters, "skipped_replies": report.skipped_replies,
             "files": {name: {"rows": data.count(b"\n"), "sha256": hashlib.sha256(data).hexdigest()}
                       for name, data in files.items()},
@@ -393,7 +417,8 @@ def build_builder(settings: Any = None, store: DocumentStore | None = None, *, g
         filter_settings=F.FilterSettings.from_settings(settings),
         split=SplitSettings(seed=settings.dataset_seed, test_share=settings.dataset_test_share),
         instruction_max_new_tokens=settings.dataset_instruction_max_new_tokens,
-        answer_max_new_tokens=settings.dataset_answer_max_new_tokens, settings=settings)
+        answer_max_new_tokens=settings.dataset_answer_max_new_tokens,
+        title_fallback=settings.dataset_title_fallback, settings=settings)
 
 
 def authors_to_build(author: str | None = None, settings: Any = None) -> list[str]:

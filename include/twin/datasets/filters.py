@@ -47,6 +47,8 @@ _QUESTION_TEXT = (
 _QUESTION_WORDS = frozenset(_QUESTION_TEXT.split(" "))
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
 ANSWER_AWAY_RUN = 8  # words in a row shared with the passage: the question quotes its answer
+# Questions about a document's title, for passages whose generated question is unusable (and for corpus-built sets).
+TITLE_QUESTIONS = ("What do you think about {t}?", "Explain {t} in your own words.", "What should I know about {t}?")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,12 @@ def parse_instruction(reply: GenerationResult | None) -> tuple[str | None, str |
     if reply.finish_reason == "length" and not line.endswith("?") and "\n" not in reply.text.strip():
         return None, MALFORMED_REPLY  # cut off by the token limit mid-sentence
     return line, None
+
+
+def title_instruction(title: str | None, n: int) -> str | None:
+    """The n-th title question about a document (its title up to a colon, lower-cased), or None without a title."""
+    subject = " ".join((title or "").split(":")[0].split()).lower()
+    return TITLE_QUESTIONS[n % len(TITLE_QUESTIONS)].format(t=subject) if subject else None
 
 
 def answer_length_ok(passage: str, fs: FilterSettings) -> bool:

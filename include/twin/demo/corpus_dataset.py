@@ -8,11 +8,10 @@ import hashlib
 
 from lxml import html
 
+from twin.datasets.filters import title_instruction
 from twin.datasets.versions import DatasetVersions, file_name, to_jsonl
 from twin.demo.corpus_files import SITE_DIR, article_paths
 from twin.storage.artifacts import ArtifactStore
-
-QUESTIONS = ("What do you think about {t}?", "Explain {t} in your own words.", "What should I know about {t}?")
 
 
 def author_rows(author: str) -> list[dict]:
@@ -23,7 +22,7 @@ def author_rows(author: str) -> list[dict]:
         document_id = hashlib.sha1(path.encode()).hexdigest()[:12]
         paragraphs = [" ".join(p.text_content().split()) for p in page.iterfind(".//div[@class='post-body']/p")]
         for n, text in enumerate(p for p in paragraphs if len(p) >= 80):
-            instruction = QUESTIONS[n % len(QUESTIONS)].format(t=title.split(":")[0].lower())
+            instruction = title_instruction(title, n)
             passage_id = f"{document_id}-{n}"
             base = {"author_id": author, "passage_id": passage_id, "document_id": document_id, "kind": "article",
                     "instruction": instruction, "id": f"{passage_id}-i"}
