@@ -116,7 +116,9 @@ def _with_demo_dataset_limits(settings: Settings) -> Settings:
     for name, value in DEMO_EVALUATION.items():  # read by the training DAG's evaluation, not here
         os.environ.setdefault(name, value)
     get_settings.cache_clear()
-    return settings.model_copy(update={"author": author, "dataset_max_passages": limit})
+    # The stack hands its processes these settings as variables, over the environment: they must agree.
+    return settings.model_copy(update={"author": author, "dataset_max_passages": limit,
+                                       "dataset_title_fallback": get_settings().dataset_title_fallback})
 
 
 def _with_demo_crawl_allowances(settings: Settings) -> Settings:
