@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  perplexity        {outcome['perplexity']}")
     print(f"  style similarity  twin {style.get('candidate')}  base {style.get('base')}")
     print(f"  style gain        {gain}")
+    print(f"  style scale       {outcome.get('style_scale')}")
+    print(f"  passage similarity (not gated)  {outcome.get('passage_similarity')}")
     print(f"  authorship share  twin {authorship.get('candidate')}  base {authorship.get('base')}  "
           f"(held-out passages: {authorship.get('held_out_passages')})")
     print(f"  data and MLflow store: {data_dir}")

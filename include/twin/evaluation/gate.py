@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from twin.evaluation.grounding import grounded_prompts, judge_from_settings, lexical_support, top_k
-from twin.evaluation.metrics import AuthorshipClassifier, bootstrap_mean, cosine_rows, perplexity
+from twin.evaluation.metrics import AuthorshipClassifier, bootstrap_mean, centroid_similarity, cosine_rows, perplexity
 from twin.registry import CHAMPION, ModelRegistry
 from twin.settings import Settings
 from twin.training.data import load_training_data
 
 log = logging.getLogger(__name__)
 
+STYLE_SCALE_PASSAGES = 200  # passages per side of the style figure's scale (embedding them costs seconds)
 HEURISTIC = "heuristic: embedding similarity, char n-gram authorship and perplexity; no LLM judge configured"
 
 
@@ -158,14 +159,25 @@ def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str
                                                                                         contexts))]
     tmp.cleanup()
 
+    # Style: each answer against all of the author's held-out passages (their mean embedding), so it asks
+    # "does this read like her writing?" rather than "does it restate the one article the question came from".
+    answer_vectors = {label: embedder.encode(answers[label]) for label in labels}
+    held_out_vectors = embedder.encode(list(dict.fromkeys(r["output"] for r in data.instruction_test)))
+    style = {label: centroid_similarity(answer_vectors[label], held_out_vectors) for label in labels}
     reference_vectors = embedder.encode(references)
-    style = {label: cosine_rows(embedder.encode(answers[label]), reference_vectors) for label in labels}
+    passage = {label: float(np.mean(cosine_rows(answer_vectors[label], reference_vectors))) for label in labels}
     boot = settings.eval_bootstrap_samples
     intervals = {label: bootstrap_mean(style[label], samples=boot, seed=settings.llm_seed) for label in labels}
     gain = bootstrap_mean([c - b for c, b in zip(style["candidate"], style["base"], strict=True)], samples=boot,
                           seed=settings.llm_seed)
 
     others = other_authors_passages(settings, author)
+    # What the style figure means on real writing: the author's own training passages (never part of the
+    # held-out mean) and other authors' passages, scored the same way. A twin near the first reads like her.
+    style_scale = {"author_training_passages": float(np.mean(centroid_similarity(
+        embedder.encode(library[:STYLE_SCALE_PASSAGES]), held_out_vectors))) if library else None,
+        "other_authors_passages": float(np.mean(centroid_similarity(
+            embedder.encode(others[:STYLE_SCALE_PASSAGES]), held_out_vectors))) if others else None}
     authorship: dict[str, float] | None = None
     authorship_note = "no other author's dataset to contrast with: authorship check skipped"
     if others:
@@ -222,6 +234,8 @@ def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str
         "grounding": {k: v.as_dict() for k, v in grounding.items()}, "grounding_note": grounding_note,
         "judge": judged or None, "judge_note": judge_note,
         "style": {k: v.as_dict() for k, v in intervals.items()}, "style_gain_over_base": gain.as_dict(),
+        "style_note": f"MiniLM cosine of each answer to the mean of the author's {len(held_out_vectors)} held-out "
+                      "passages", "style_scale": style_scale, "passage_similarity": passage,
         "authorship": authorship, "authorship_note": authorship_note, "champion_note": champion_note,
         "gate": "passed" if passed else "failed", "reasons": reasons,
         "samples": [{"instruction": i, "reference": r, **{label: answers[label][n] for label in labels}}
@@ -230,7 +244,8 @@ def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str
     metrics = {"eval.perplexity": ppl["candidate"], "eval.perplexity_base": ppl["base"],
                "eval.style": intervals["candidate"].mean, "eval.style_low": intervals["candidate"].low,
                "eval.style_high": intervals["candidate"].high, "eval.style_base": intervals["base"].mean,
-               "eval.style_gain": gain.mean, "eval.style_gain_low": gain.low, "eval.style_gain_high": gain.high}
+               "eval.style_gain": gain.mean, "eval.style_gain_low": gain.low, "eval.style_gain_high": gain.high,
+               "eval.passage_similarity": passage["candidate"], "eval.passage_similarity_base": passage["base"]}
     if authorship is not None:
         metrics.update({"eval.authorship": authorship["candidate"], "eval.authorship_base": authorship["base"]})
     if "champion" in labels:

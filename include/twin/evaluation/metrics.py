@@ -1,8 +1,10 @@
 """The figures a twin version is judged by. All are heuristics of "sounds like the author", labelled so:
 
 - held-out perplexity of the author's own answers (lower: the model finds the author's words likelier);
-- style similarity: cosine similarity (MiniLM embeddings) of a model's answer to the author's real
-  passage for the same held-out instruction, with a bootstrap confidence interval;
+- style similarity: cosine similarity (MiniLM embeddings) of a model's answer to the author's held-out
+  passages (their normalised mean), with a bootstrap confidence interval over the held-out instructions;
+- passage similarity: the same cosine to the one real passage the instruction was written from (reported,
+  not gated: a twin cannot know a held-out article, so this measures the question's topic more than voice);
 - authorship: a character n-gram logistic regression trained on the author's versus other authors'
   training passages; the share of a model's answers it attributes to the author.
 """
@@ -70,6 +72,16 @@ def cosine_rows(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> l
     x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
     y /= np.linalg.norm(y, axis=1, keepdims=True) + 1e-12
     return [float(v) for v in (x * y).sum(axis=1)]
+
+
+def centroid_similarity(vectors: Sequence[Sequence[float]], references: Sequence[Sequence[float]]) -> list[float]:
+    """Cosine of each vector to the normalised mean of the normalised references (the author's passages)."""
+    refs = np.asarray(references, dtype=float)
+    if refs.size == 0:
+        raise ValueError("no reference passages")
+    refs /= np.linalg.norm(refs, axis=1, keepdims=True) + 1e-12
+    centroid = refs.mean(axis=0)
+    return cosine_rows(vectors, [centroid] * len(vectors))
 
 
 class AuthorshipClassifier:

@@ -36,10 +36,9 @@ def demo_run(settings: Settings, author: str, *, config: Path | None = None, dat
         raise RuntimeError(f"training of {author} registered no version: {result}")
     report = gate_version(settings, author, result["model_version"])
     sft = (result.get("stages") or {}).get("sft", {})
+    figures = ("perplexity", "style", "style_gain_over_base", "style_scale", "passage_similarity", "authorship",
+               "grounding", "method")
     return {"author": author, "model_version": result["model_version"], "run_id": result.get("run_id"),
             "dataset_version": result.get("dataset_version"), "gate": report["gate"], "reasons": report["reasons"],
-            "perplexity": report.get("perplexity"), "style": report.get("style"),
-            "style_gain_over_base": report.get("style_gain_over_base"), "authorship": report.get("authorship"),
-            "grounding": report.get("grounding"), "method": report.get("method"),
-            "sft_loss": (sft.get("first_loss"), sft.get("last_loss")),
+            **{key: report.get(key) for key in figures}, "sft_loss": (sft.get("first_loss"), sft.get("last_loss")),
             "train_s": round(trained - started, 1), "evaluate_s": round(time.perf_counter() - trained, 1)}
