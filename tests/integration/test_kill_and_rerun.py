@@ -2,7 +2,7 @@
 and no duplicated records, and the rerun of a finished run writes nothing.
 
 The DAG tasks are thin: they call the library functions the `twin` commands call (`twin crawl`, `twin etl
-run`, `twin features run`). So each run here is the real command in a child process of its own group, on
+run`, `twin features run`, `twin dataset build`). So each run here is the real command in a child process of its own group, on
 the test run's MongoDB-protocol server (a database of the test's own) and a data folder of the test's own
 (the embedded LanceDB index lives there). The kill is triggered by progress seen in the document store,
 never by a timer, and a run that ends before the kill could land fails the test.
@@ -469,3 +469,70 @@ def test_crawl_killed_mid_run_and_rerun_stores_every_link_once(twin: Twin, make_
     third = crawl_runs(env)[-1]
     assert not third.changed and totals(third) == {"inserted": 0, "updated": 0, "unchanged": len(urls)}
     assert snapshot(env, Collections.RAW_DOCUMENTS, drop=("last_seen",)) == before
+
+
+# --- datasets ------------------------------------------------------------------------------------------------
+DATASET_DOCUMENTS = 8  # a passage each; the packaged model writes two replies at a time on the CPU
+DATASET_SETTINGS = {"TWIN_LLM_BATCH_SIZE": "2", "TWIN_DATASET_INSTRUCTION_MAX_NEW_TOKENS": "24",
+                    "TWIN_DATASET_ANSWER_MAX_NEW_TOKENS": "12", "TWIN_DATASET_TEST_SHARE": "0.25",
+                    # Rows even where the small model's question is unusable, so the split is never empty.
+                    "TWIN_DATASET_TITLE_FALLBACK": "true", "HF_HUB_OFFLINE": "1"}
+
+
+def dataset_corpus() -> list[CleanedDocument]:
+    """One author's cleaned articles, a passage or two each, and one document of another author."""
+    rng = random.Random(20260404)
+    author, other = AUTHORS[0].id, AUTHORS[1].id
+    docs = []
+    for i in range(DATASET_DOCUMENTS):
+        title, text = writing(rng, (1, 1), (3, 4))
+        docs.append(make_document(f"essay-{i:02d}", author, DocumentKind.ARTICLE, f"{title} ({i + 1})", text, i))
+    return [*docs, make_document("elsewhere", other, DocumentKind.ARTICLE, *writing(rng, (1, 1)), 99)]
+
+
+def generations(env: Env) -> list[tuple[str, str]]:
+    """(task, input hash) of every cached generator reply: each passage's question, each question's answer."""
+    with env.store() as store:
+        return sorted((d["task"], d["input_hash"]) for d in store.collection(Collections.DATASET_GENERATIONS).find())
+
+
+def dataset_versions(env: Env) -> list[dict[str, Any]]:
+    from twin.datasets.versions import DatasetVersions
+    from twin.storage.artifacts import get_artifact_store
+
+    return DatasetVersions(get_artifact_store(env.settings())).list()
+
+
+def test_dataset_build_killed_mid_generation_and_rerun_generates_each_reply_once(
+        twin: Twin, make_env, model_cache_dir: Path) -> None:
+    env = make_env("datasets", TWIN_MODEL_CACHE_DIR=str(model_cache_dir), **DATASET_SETTINGS)
+    author = AUTHORS[0].id
+    with env.store() as store:
+        store.replace_many(Collections.AUTHORS, AUTHORS)
+        store.upsert_cleaned(dataset_corpus())
+
+    # After the first batch of questions is cached: generation is under way, nothing is published yet.
+    twin.kill_mid_run(env, "dataset", "build", "--author", author, "--no-mlflow", "--json",
+                      progressed=lambda: len(generations(env)) >= 2)
+    cached_at_kill = settled(lambda: len(generations(env)))
+    assert dataset_versions(env) == []  # a killed build publishes no half-made version
+
+    rerun = twin.run(env, "dataset", "build", "--author", author, "--no-mlflow", "--json")
+    passages, kept = rerun["passages"], sum(rerun["instruction_sources"].values())
+    assert passages >= DATASET_DOCUMENTS and rerun["changed"]
+    assert cached_at_kill < passages + kept, "the kill landed after every reply was generated"
+    # What the killed build cached is read back, the rest is generated: nothing twice, nothing missing.
+    assert sum(rerun["cached"].values()) == cached_at_kill
+    assert sum(rerun["generated"].values()) + cached_at_kill == passages + kept
+    replies = generations(env)
+    assert len(replies) == len(set(replies)) == passages + kept
+    assert 0 < kept <= passages and kept == sum(rerun["rows"]["instruction"].values())
+    assert rerun["rows"]["instruction"]["test"] > 0
+    [version] = dataset_versions(env)
+    assert version["version"] == rerun["version"] and version["counts"]["generated"] == rerun["generated"]
+
+    # The rerun of the finished build generates nothing and publishes nothing new.
+    third = twin.run(env, "dataset", "build", "--author", author, "--no-mlflow", "--json")
+    assert (third["version"], third["changed"], third["generated"]) == (
+        rerun["version"], False, {"instruction": 0, "answer": 0})
+    assert generations(env) == replies and len(dataset_versions(env)) == 1
