@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         description="Database holding the platform's collections.")
     mongo_port: int = Field(27017, ge=1, le=65535, validation_alias=_env("TWIN_MONGO_PORT"),
         description="Port of the local MongoDB-protocol server.")
+    mongodb_server_wait_s: float = Field(30.0, gt=0, validation_alias=_env("TWIN_MONGODB_SERVER_WAIT_S"),
+        description="Seconds an operation waits for the document store to come back (a restarting server is "
+                    "waited for, and a read or write cut by a dropped connection is retried once) before it fails.")
+    mongo_sync_on_commit: bool = Field(True, validation_alias=_env("TWIN_MONGO_SYNC_ON_COMMIT"),
+        description="The local server syncs its log on every commit, so an acknowledged write survives the "
+                    "server being killed; off is faster and can lose the last writes before a kill.")
 
     # --- search index ------------------------------------------------------------------------
     search_backend: Literal["lancedb", "opensearch"] = Field(

@@ -2,10 +2,11 @@
 and no duplicated records, and the rerun of a finished run writes nothing.
 
 The DAG tasks are thin: they call the library functions the `twin` commands call (`twin crawl`, `twin etl
-run`, `twin features run`, `twin dataset build`). So each run here is the real command in a child process of its own group, on
-the test run's MongoDB-protocol server (a database of the test's own) and a data folder of the test's own
-(the embedded LanceDB index lives there). The kill is triggered by progress seen in the document store,
-never by a timer, and a run that ends before the kill could land fails the test.
+run`, `twin features run`, `twin dataset build`). So each run here is the real command in a child process of
+its own group, on the test run's MongoDB-protocol server (a database of the test's own) and a data folder of
+the test's own (the embedded LanceDB index lives there). The kill is triggered by progress seen in the
+document store, never by a timer, and a run that ends before the kill could land fails the test. The ETL is
+also run while its document store is restarted, and killed and restarted, under it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import yaml
 from tests.etl.conftest import raw_doc
 from tests.fixtures.features import AUTHORS, make_document
 from tests.fixtures.hostile_site import HostileSite, article_html, html
+from tests.fixtures.processes import ServerProcess, free_port, port_open, wait_until
 from twin.crawl.urls import normalize_url
 from twin.etl.pipeline import LEDGER, SIGNATURES, run_etl
 from twin.features.pipeline import MANIFEST, run_features
@@ -332,6 +334,68 @@ def test_etl_killed_mid_run_and_rerun_loses_and_duplicates_nothing(twin: Twin, m
             third["changed"]) == (0, 0, 0, 0, False)
     assert snapshot(killed, *names) == before
 
+
+
+class RestartableStore:
+    """A MongoDB-protocol server of the test's own, started as the local stack starts it (its flags, a free
+    port), that can be stopped by a signal and started again on the same port and data."""
+
+    def __init__(self, root: Path) -> None:
+        from twin.stack.components import Mongo, StackPaths
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TWIN_MONGO_PORT", str(free_port()))
+            mongo = Mongo(load_settings(_env_file=None), StackPaths(root))
+        self.argv, self.uri, self.port, self.log = mongo.command(), mongo.url(), mongo.settings.mongo_port, root / "log"
+        self.server = self.start()
+
+    def start(self) -> ServerProcess:
+        self.server = ServerProcess(self.argv, log=self.log)
+        wait_until(lambda: port_open(self.port), 60, "document store", self.log)
+        return self.server
+
+    def stop(self, sig: signal.Signals) -> None:
+        os.killpg(self.server.proc.pid, sig)
+        self.server.proc.wait(30)
+
+
+@pytest.fixture
+def own_store(tmp_path: Path) -> Iterator[RestartableStore]:
+    store = RestartableStore(tmp_path / "store")
+    yield store  # torn down after make_env, which drops the test's databases on it
+    store.server.stop()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["restarted", "killed-and-restarted"])
+def test_etl_rides_out_a_document_store_restart_mid_run(twin: Twin, own_store: RestartableStore, make_env,
+                                                        stop: signal.Signals) -> None:
+    """The store goes away under a running ETL and comes back: the run waits, reconnects and ends with exactly
+    what an undisturbed run makes; a store killed outright loses no write it acknowledged."""
+    settings = {"TWIN_ETL_BATCH_SIZE": str(ETL_BATCH), "TWIN_QUARANTINE_MAX_SHARE": "0.5"}
+    env, reference = make_env("etl_restart", **settings, MONGODB_URI=own_store.uri), make_env("etl_ref", **settings)
+    corpus = etl_corpus()
+    for target in (env, reference):
+        with target.store() as store:
+            store.ensure_indexes()
+            store.upsert_raw_documents(corpus)
+    expected = run_etl("reference", settings=reference.settings())
+
+    child = twin.start(env, "etl", "run")
+    wait_until(lambda: count(env, Collections.CLEANED_DOCUMENTS) > ETL_BATCH or child.proc.poll() is not None,
+               PROGRESS_TIMEOUT_S, "ETL progress")
+    own_store.stop(stop)
+    assert child.proc.poll() is None, f"the run ended before the store went away: {child.describe()}"
+    time.sleep(2)  # the store stays away a while: the run's next operations wait for it
+    own_store.start()
+    try:
+        child.proc.wait(RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the run did not finish after the store came back: {child.describe()}")
+    assert child.proc.returncode == 0, child.describe()
+    out = child.stdout.read_text()
+    report = json.JSONDecoder().raw_decode(out, out.index("{"))[0]
+    assert report["processed"] == expected.processed == len(corpus)
+    assert etl_outcome(env) == etl_outcome(reference)
 
 # --- features ------------------------------------------------------------------------------------------------
 FEATURE_DOCUMENTS = 230  # the pipeline commits every 128 documents: the kill lands in the second batch

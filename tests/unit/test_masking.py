@@ -70,7 +70,8 @@ def test_config_prints_no_secret(tmp_path: Path) -> None:
 
 def test_unreachable_document_store_error_masks_the_password(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
-    result = run_twin(["etl", "run"], {"MONGODB_URI": f"mongodb://twin:{PASSWORD}@127.0.0.1:{port}/"}, tmp_path)
+    result = run_twin(["etl", "run"], {"MONGODB_URI": f"mongodb://twin:{PASSWORD}@127.0.0.1:{port}/",
+                                       "TWIN_MONGODB_SERVER_WAIT_S": "2"}, tmp_path)
     assert result.returncode == 3, result.stdout + result.stderr
     assert f"cannot reach the document store at mongodb://twin:{MASK}@127.0.0.1:{port}/" in result.stderr
     assert PASSWORD not in result.stdout + result.stderr

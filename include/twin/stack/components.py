@@ -296,7 +296,8 @@ class Mongo(Component):
 
     def command(self) -> list[str]:
         return [str(BIN / "secantusd-py"), "--host", LOOPBACK, "--port", str(self.settings.mongo_port),
-                "--storage-path", str(self.paths.data_dir / "mongo"), "--log-level", "WARNING"]
+                "--storage-path", str(self.paths.data_dir / "mongo"), "--log-level", "WARNING",
+                *(["--sync-on-commit"] if self.settings.mongo_sync_on_commit else [])]
 
     def healthy(self) -> bool:
         from pymongo import MongoClient

@@ -87,8 +87,11 @@ class DocumentStore:
     def __init__(self, uri: str, database: str, *, timeout_ms: int = 5000) -> None:
         # The URI's password is masked from now on in our logs, tracebacks and Airflow task logs.
         register_secret(*url_passwords(uri))
+        # pymongo reconnects by itself: each operation waits up to timeout_ms for a reachable server, and a
+        # read or write cut by a dropped connection is retried once (retryable reads and writes).
         self.client: MongoClient = MongoClient(
-            uri, serverSelectionTimeoutMS=timeout_ms, tz_aware=True, uuidRepresentation="standard"
+            uri, serverSelectionTimeoutMS=timeout_ms, retryReads=True, retryWrites=True, tz_aware=True,
+            uuidRepresentation="standard"
         )
         self.db: Database = self.client[database]
 
@@ -97,7 +100,8 @@ class DocumentStore:
         from twin.settings import get_settings
 
         settings = settings or get_settings()
-        return cls(settings.resolved_mongodb_uri, settings.mongodb_database)
+        return cls(settings.resolved_mongodb_uri, settings.mongodb_database,
+                   timeout_ms=int(settings.mongodb_server_wait_s * 1000))
 
     def close(self) -> None:
         self.client.close()
