@@ -298,17 +298,22 @@ def etl_outcome(env: Env) -> dict[str, Any]:
     return {"cleaned": sorted(cleaned), "quarantined": sorted(quarantined), "signatures": signatures}
 
 
-def test_etl_killed_mid_run_and_rerun_loses_and_duplicates_nothing(twin: Twin, make_env) -> None:
+def etl_runs(make_env, name: str, **variables: str) -> tuple[Env, Env, list[RawDocument], Any]:
+    """An ETL environment and an undisturbed reference, both holding the raw corpus; the reference's report."""
     settings = {"TWIN_ETL_BATCH_SIZE": str(ETL_BATCH),
                 # A batch cut by id may draw several of the bad documents; the gate is not this test's subject.
                 "TWIN_QUARANTINE_MAX_SHARE": "0.5"}
-    killed, reference = make_env("etl", **settings), make_env("etl_reference", **settings)
+    env, reference = make_env(name, **settings, **variables), make_env(f"{name}_reference", **settings)
     corpus = etl_corpus()
-    for env in (killed, reference):
-        with env.store() as store:
+    for target in (env, reference):
+        with target.store() as store:
             store.ensure_indexes()
             store.upsert_raw_documents(corpus)
-    expected = run_etl("reference", settings=reference.settings())
+    return env, reference, corpus, run_etl("reference", settings=reference.settings())
+
+
+def test_etl_killed_mid_run_and_rerun_loses_and_duplicates_nothing(twin: Twin, make_env) -> None:
+    killed, reference, corpus, expected = etl_runs(make_env, "etl")
     assert expected.processed == len(corpus) and expected.quarantined > 0 and expected.exact_duplicates > 0
 
     # Past the first batch's writes: the first batch (and the watermark) are committed, the run is mid-way.
@@ -371,14 +376,7 @@ def test_etl_rides_out_a_document_store_restart_mid_run(twin: Twin, own_store: R
                                                         stop: signal.Signals) -> None:
     """The store goes away under a running ETL and comes back: the run waits, reconnects and ends with exactly
     what an undisturbed run makes; a store killed outright loses no write it acknowledged."""
-    settings = {"TWIN_ETL_BATCH_SIZE": str(ETL_BATCH), "TWIN_QUARANTINE_MAX_SHARE": "0.5"}
-    env, reference = make_env("etl_restart", **settings, MONGODB_URI=own_store.uri), make_env("etl_ref", **settings)
-    corpus = etl_corpus()
-    for target in (env, reference):
-        with target.store() as store:
-            store.ensure_indexes()
-            store.upsert_raw_documents(corpus)
-    expected = run_etl("reference", settings=reference.settings())
+    env, reference, corpus, expected = etl_runs(make_env, "etl_restart", MONGODB_URI=own_store.uri)
 
     child = twin.start(env, "etl", "run")
     wait_until(lambda: count(env, Collections.CLEANED_DOCUMENTS) > ETL_BATCH or child.proc.poll() is not None,
