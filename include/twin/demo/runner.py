@@ -28,14 +28,13 @@ PIPELINE_DAGS = ["smoke", "crawl", "etl", "features", "datasets", "training"]
 # The demo builds one author's datasets from a few passages: the packaged model writes about one
 # instruction and one answer per passage and second on 2 cores, so a full corpus would take long.
 DEMO_AUTHOR = "mara-lindqvist"
-DEMO_DATASET_PASSAGES = 12
-# The demo's datasets and evaluation, each unless the user set it. The packaged 135M generator writes a
-# usable question for about one passage in four: the others are asked about their document's title, so the
-# set has rows to train on. A third of the documents is held out (about 4 rows): the gate's confidence
-# interval over 2 held-out rows was little more than the smaller of two numbers. The evaluation is sized
-# for 2 cores: shorter answers and fewer grounding examples than the defaults.
-DEMO_SETTINGS = {"TWIN_DATASET_TITLE_FALLBACK": "true", "TWIN_DATASET_TEST_SHARE": "0.34",
-                 "TWIN_EVAL_MAX_EXAMPLES": "8", "TWIN_EVAL_MAX_NEW_TOKENS": "64", "TWIN_EVAL_GROUNDING_EXAMPLES": "4"}
+DEMO_DATASET_PASSAGES = 8
+# The demo's datasets and evaluation settings, each unless the user set it. The packaged 135M generator
+# writes a usable question for about one passage in four: the others are asked about their document's
+# title, so the set has rows to train on and to hold out. The evaluation is sized for 2 cores: fewer
+# held-out examples, shorter answers and fewer grounding examples than the defaults.
+DEMO_SETTINGS = {"TWIN_DATASET_TITLE_FALLBACK": "true", "TWIN_EVAL_MAX_EXAMPLES": "8", "TWIN_EVAL_MAX_NEW_TOKENS": "64",
+                 "TWIN_EVAL_GROUNDING_EXAMPLES": "4"}
 # The question the demo asks the demo author's twin (her post on idempotent backfills answers it).
 DEMO_QUESTION = "What rules make a backfill safe to run twice, and why overwrite the whole partition?"
 SAMPLE_QUESTION = "How long should a sourdough starter ferment before baking?"
