@@ -6,7 +6,7 @@ run`, `twin features run`, `twin dataset build`). So each run here is the real c
 its own group, on the test run's MongoDB-protocol server (a database of the test's own) and a data folder of
 the test's own (the embedded LanceDB index lives there). The kill is triggered by progress seen in the
 document store, never by a timer, and a run that ends before the kill could land fails the test. The ETL is
-also run while its document store is restarted, and killed and restarted, under it.
+also run while its document store is killed and restarted under it.
 """
 
 from __future__ import annotations
@@ -371,17 +371,18 @@ def own_store(tmp_path: Path) -> Iterator[RestartableStore]:
     store.server.stop()
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["restarted", "killed-and-restarted"])
-def test_etl_rides_out_a_document_store_restart_mid_run(twin: Twin, own_store: RestartableStore, make_env,
-                                                        stop: signal.Signals) -> None:
-    """The store goes away under a running ETL and comes back: the run waits, reconnects and ends with exactly
-    what an undisturbed run makes; a store killed outright loses no write it acknowledged."""
+def test_etl_rides_out_its_document_store_killed_and_restarted_mid_run(twin: Twin, own_store: RestartableStore,
+                                                                      make_env) -> None:
+    """The store is killed under a running ETL and comes back: the run waits, reconnects and ends with exactly
+    what an undisturbed run makes, so the store lost no write it had acknowledged. (A SIGTERM makes the server
+    wait for its connected clients, more than 30 s under a running ETL; the stack's stop then kills it after
+    TWIN_STACK_STOP_TIMEOUT_S, which is this case.)"""
     env, reference, corpus, expected = etl_runs(make_env, "etl_restart", MONGODB_URI=own_store.uri)
 
     child = twin.start(env, "etl", "run")
     wait_until(lambda: count(env, Collections.CLEANED_DOCUMENTS) > ETL_BATCH or child.proc.poll() is not None,
                PROGRESS_TIMEOUT_S, "ETL progress")
-    own_store.stop(stop)
+    own_store.stop(signal.SIGKILL)
     assert child.proc.poll() is None, f"the run ended before the store went away: {child.describe()}"
     time.sleep(2)  # the store stays away a while: the run's next operations wait for it
     own_store.start()
