@@ -343,7 +343,7 @@ def test_etl_killed_mid_run_and_rerun_loses_and_duplicates_nothing(twin: Twin, m
 
 class RestartableStore:
     """A MongoDB-protocol server of the test's own, started as the local stack starts it (its flags, a free
-    port), that can be stopped by a signal and started again on the same port and data."""
+    port), that can be killed and started again on the same port and data."""
 
     def __init__(self, root: Path) -> None:
         from twin.stack.components import Mongo, StackPaths
@@ -359,8 +359,8 @@ class RestartableStore:
         wait_until(lambda: port_open(self.port), 60, "document store", self.log)
         return self.server
 
-    def stop(self, sig: signal.Signals) -> None:
-        os.killpg(self.server.proc.pid, sig)
+    def kill(self) -> None:
+        os.killpg(self.server.proc.pid, signal.SIGKILL)
         self.server.proc.wait(30)
 
 
@@ -382,7 +382,7 @@ def test_etl_rides_out_its_document_store_killed_and_restarted_mid_run(twin: Twi
     child = twin.start(env, "etl", "run")
     wait_until(lambda: count(env, Collections.CLEANED_DOCUMENTS) > ETL_BATCH or child.proc.poll() is not None,
                PROGRESS_TIMEOUT_S, "ETL progress")
-    own_store.stop(signal.SIGKILL)
+    own_store.kill()
     assert child.proc.poll() is None, f"the run ended before the store went away: {child.describe()}"
     time.sleep(2)  # the store stays away a while: the run's next operations wait for it
     own_store.start()

@@ -162,9 +162,11 @@ def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str
     # Style: each answer against all of the author's held-out passages (their mean embedding), so it asks
     # "does this read like her writing?" rather than "does it restate the one article the question came from".
     answer_vectors = {label: embedder.encode(answers[label]) for label in labels}
-    held_out_vectors = embedder.encode(list(dict.fromkeys(r["output"] for r in data.instruction_test)))
+    held_out_texts = list(dict.fromkeys(r["output"] for r in data.instruction_test))
+    held_out_vectors = embedder.encode(held_out_texts)
     style = {label: centroid_similarity(answer_vectors[label], held_out_vectors) for label in labels}
-    reference_vectors = embedder.encode(references)
+    vector_of = dict(zip(held_out_texts, held_out_vectors, strict=True))  # the references are held-out passages
+    reference_vectors = [vector_of[text] for text in references]
     passage = {label: float(np.mean(cosine_rows(answer_vectors[label], reference_vectors))) for label in labels}
     boot = settings.eval_bootstrap_samples
     intervals = {label: bootstrap_mean(style[label], samples=boot, seed=settings.llm_seed) for label in labels}
@@ -174,10 +176,11 @@ def evaluate_and_gate(settings: Settings, author: str, version: str) -> dict[str
     others = other_authors_passages(settings, author)
     # What the style figure means on real writing: the author's own training passages (never part of the
     # held-out mean) and other authors' passages, scored the same way. A twin near the first reads like her.
-    style_scale = {"author_training_passages": float(np.mean(centroid_similarity(
-        embedder.encode(library[:STYLE_SCALE_PASSAGES]), held_out_vectors))) if library else None,
-        "other_authors_passages": float(np.mean(centroid_similarity(
-            embedder.encode(others[:STYLE_SCALE_PASSAGES]), held_out_vectors))) if others else None}
+    def style_of(texts: list[str]) -> float | None:
+        sample = texts[:STYLE_SCALE_PASSAGES]
+        return float(np.mean(centroid_similarity(embedder.encode(sample), held_out_vectors))) if sample else None
+
+    style_scale = {"author_training_passages": style_of(library), "other_authors_passages": style_of(others)}
     authorship: dict[str, float] | None = None
     authorship_note = "no other author's dataset to contrast with: authorship check skipped"
     if others:
